@@ -1,0 +1,33 @@
+"""Test-wide JAX setup. Runs before any test module imports jax.
+
+Eight fake CPU devices (so sharding tests see a real mesh), rank promotion as
+an error (catches silent broadcasting bugs) and partitionable threefry (the
+same random streams as launch/ binaries).
+"""
+import os
+import pathlib
+
+import pytest
+
+os.environ.setdefault(
+    'XLA_FLAGS', '--xla_force_host_platform_device_count=8')
+
+import jax  # pylint: disable=g-import-not-at-top
+
+jax.config.update('jax_numpy_rank_promotion', 'raise')
+jax.config.update('jax_threefry_partitionable', True)
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / 'shared' / 'data'
+
+
+@pytest.fixture(scope='session')
+def shared_data() -> pathlib.Path:
+  """Path to ../shared/data; CI (VSTAR_REQUIRE_SHARED_DATA=1) requires it."""
+  if SHARED_DATA.is_dir():
+    return SHARED_DATA
+  if os.environ.get('VSTAR_REQUIRE_SHARED_DATA') == '1':
+    raise RuntimeError(
+        f'{SHARED_DATA} is missing but VSTAR_REQUIRE_SHARED_DATA=1 (CI).')
+  pytest.skip(f'../shared/data not found beside the checkout ({SHARED_DATA});'
+              ' the Amazon datasets are read from there and never copied.')
