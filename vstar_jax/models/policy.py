@@ -1,0 +1,274 @@
+"""The generative policy pi(y | x) and the prefix value head V(x, y_<=l).
+
+One flax module, one parameter pytree: a prefix-LM transformer whose prefix is
+the user's history (each item one token, the sum of its SID code embeddings
+plus a recency embedding) and whose decoder tokens are the SID path of the
+next item: BOS, y_1, ..., y_L. The token at depth d (BOS is depth 0) emits the
+logits of level d+1 and the value of the prefix state s_d = (x, y_<=d).
+
+The value head is a shallow transformer block plus an MLP over the trunk's
+hidden states (spec section 3). Whether its loss reaches the trunk is
+`value_grad_to_trunk`.
+
+Decoding reuses the history encoding: `encode_history` runs the history once;
+`decode` evaluates new tokens against that context and the cached keys of
+their path. Scoring one more prefix token costs one decoder token.
+
+Shapes: B users, K beams/nodes per user, Q new tokens per beam, T history, P
+cached path tokens, L SID levels, V codes per level, D width, H heads,
+Dh head size, Y = num_layers + 1 cached layers (trunk blocks + value block).
+"""
+import dataclasses
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from vstar_jax.models import layers
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyConfig:
+  """Static architecture of the policy/value network."""
+  num_levels: int                # L
+  vocab_size: int                # V, codes per level (max over levels)
+  max_history: int = 20          # T
+  width: int = 128               # D
+  num_layers: int = 2
+  num_heads: int = 4
+  mlp_ratio: int = 4
+  dropout_rate: float = 0.1
+  value_width: int = 128
+  value_grad_to_trunk: bool = True
+  dtype: str = 'float32'         # compute dtype; parameters stay float32
+
+  @property
+  def head_dim(self) -> int:
+    return self.width // self.num_heads
+
+
+@chex.dataclass(frozen=True)
+class Context:
+  """Encoded history of a batch of users, cached for every layer."""
+  k: chex.Array     # [Y, B, T, H, Dh]
+  v: chex.Array     # [Y, B, T, H, Dh]
+  mask: chex.Array  # [B, T] bool, True = real history item
+
+
+@chex.dataclass(frozen=True)
+class Path:
+  """Cached keys of decoder tokens already evaluated on each beam's path."""
+  k: chex.Array     # [Y, B, K, P, H, Dh]
+  v: chex.Array     # [Y, B, K, P, H, Dh]
+  mask: chex.Array  # [B, K, Q, P] bool, which path tokens each query sees
+
+
+@chex.dataclass(frozen=True)
+class StepOutput:
+  """Outputs for newly decoded tokens."""
+  logits: chex.Array  # [B, K, Q, V] float32, logits of the next level
+  value: chex.Array   # [B, K, Q] float32, V(s) of the prefix ending here
+  k: chex.Array       # [Y, B, K, Q, H, Dh] keys of the new tokens
+  v: chex.Array       # [Y, B, K, Q, H, Dh]
+
+
+def empty_path(cfg: PolicyConfig, batch: int, beams: int, queries: int,
+               dtype=jnp.float32) -> Path:
+  """A path with no cached tokens (P = 0), e.g. for teacher forcing."""
+  shape = (cfg.num_layers + 1, batch, beams, 0, cfg.num_heads, cfg.head_dim)
+  return Path(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype),
+              mask=jnp.zeros((batch, beams, queries, 0), bool))
+
+
+class PolicyValueNet(nn.Module):
+  """Prefix-LM SID policy with a value head; see the module docstring."""
+  cfg: PolicyConfig
+
+  def setup(self):
+    cfg = self.cfg
+    dtype = jnp.dtype(cfg.dtype)
+    init = nn.initializers.normal(0.02)
+    # Code embeddings shared by history items and decoder tokens; index
+    # level * V + code.
+    self.code_embed = self.param(
+        'code_embed', init, (cfg.num_levels * cfg.vocab_size, cfg.width))
+    self.bos = self.param('bos', init, (cfg.width,))
+    self.depth_embed = self.param(
+        'depth_embed', init, (cfg.num_levels + 1, cfg.width))
+    self.recency_embed = self.param(
+        'recency_embed', init, (cfg.max_history, cfg.width))
+    block = lambda name: layers.Block(
+        cfg.num_heads, cfg.head_dim, cfg.mlp_ratio * cfg.width,
+        cfg.dropout_rate, dtype=dtype, name=name)
+    self.blocks = [block(f'block_{i}') for i in range(cfg.num_layers)]
+    self.final_ln = nn.LayerNorm(dtype=dtype, name='final_ln')
+    self.head_w = self.param(
+        'head_w', init, (cfg.num_levels, cfg.width, cfg.vocab_size))
+    self.head_b = self.param(
+        'head_b', nn.initializers.zeros, (cfg.num_levels, cfg.vocab_size))
+    self.value_block = block('value_block')
+    self.value_ln = nn.LayerNorm(dtype=dtype, name='value_ln')
+    self.value_hidden = nn.Dense(cfg.value_width, name='value_hidden')
+    self.value_out = nn.Dense(1, name='value_out')
+    self.dropout = nn.Dropout(cfg.dropout_rate)
+
+  # -- embeddings ------------------------------------------------------------
+
+  def _embed_codes(self, codes: jax.Array, levels: jax.Array) -> jax.Array:
+    levels = jnp.broadcast_to(levels, codes.shape)
+    flat = levels * self.cfg.vocab_size + jnp.maximum(codes, 0)
+    return jnp.take(self.code_embed, flat, axis=0)
+
+  def _history_tokens(self, history_codes, history_mask):
+    """[B, T, L] codes, [B, T] mask -> [B, T, D] item tokens."""
+    num_levels = self.cfg.num_levels
+    emb = self._embed_codes(history_codes, jnp.arange(num_levels)).sum(-2)
+    # Recency rank 0 = the most recent real item, whatever the padding side.
+    rank = jnp.cumsum(history_mask[:, ::-1], axis=1)[:, ::-1] - 1
+    emb = emb + jnp.take(self.recency_embed, jnp.maximum(rank, 0), axis=0)
+    return jnp.where(history_mask[..., None], emb, 0.)
+
+  def _decoder_tokens(self, codes, depths):
+    """Token at depth d >= 1 carries the level-(d-1) code; depth 0 is BOS."""
+    level = jnp.maximum(depths - 1, 0)
+    code_emb = self._embed_codes(codes, level)
+    bos = jnp.broadcast_to(self.bos, code_emb.shape)
+    emb = jnp.where((depths > 0)[..., None], code_emb, bos)
+    return emb + jnp.take(self.depth_embed, depths, axis=0)
+
+  # -- value head ------------------------------------------------------------
+
+  def _value_input(self, h):
+    return layers.maybe_stop_gradient(h, not self.cfg.value_grad_to_trunk)
+
+  def _value_readout(self, h):
+    h = nn.gelu(self.value_hidden(self.value_ln(h)))
+    return self.value_out(h)[..., 0].astype(jnp.float32)
+
+  # -- public methods --------------------------------------------------------
+
+  def encode_history(self, history_codes, history_mask,
+                     deterministic: bool = True) -> Context:
+    """Runs the history prefix through every layer once.
+
+    Args:
+      history_codes: [B, T, L] int32 SID codes of the history items.
+      history_mask: [B, T] bool, True = real item.
+      deterministic: disables dropout.
+
+    Returns:
+      The Context the decoder tokens attend to.
+    """
+    chex.assert_rank([history_codes, history_mask], [3, 2])
+    dtype = jnp.dtype(self.cfg.dtype)
+    x = self._history_tokens(history_codes, history_mask).astype(dtype)
+    x = self.dropout(x, deterministic=deterministic)
+    mask = layers.prefix_lm_mask(history_mask)
+    ks, vs = [], []
+    for block in self.blocks:
+      x, k, v = block.encode(x, mask, deterministic)
+      ks.append(k)
+      vs.append(v)
+    _, k, v = self.value_block.encode(self._value_input(x), mask,
+                                      deterministic)
+    ks.append(k)
+    vs.append(v)
+    return Context(k=jnp.stack(ks), v=jnp.stack(vs), mask=history_mask)
+
+  def decode(self, context: Context, codes, depths, path: Path,
+             deterministic: bool = True) -> StepOutput:
+    """Evaluates new decoder tokens.
+
+    Args:
+      context: the users' encoded history (B users).
+      codes: [B, K, Q] int32, the code each new token carries (ignored at
+        depth 0).
+      depths: [B, K, Q] int32 in [0, L], the token's depth (0 = BOS).
+      path: cached keys of tokens before the new ones; each new token also
+        sees the new tokens before it in Q (causal).
+      deterministic: disables dropout.
+
+    Returns:
+      StepOutput: logits for the level after each token (level = depth;
+      meaningless at depth L), the value of the prefix ending at each token,
+      and the new tokens' keys/values for caching.
+    """
+    chex.assert_rank([codes, depths], 3)
+    chex.assert_equal_shape([codes, depths])
+    dtype = jnp.dtype(self.cfg.dtype)
+    x = self._decoder_tokens(codes, depths).astype(dtype)
+    x = self.dropout(x, deterministic=deterministic)
+    new_k, new_v = [], []
+    for i, block in enumerate(self.blocks):
+      x, k, v = block.decode(
+          x, context.k[i], context.v[i], context.mask, path.k[i], path.v[i],
+          path.mask, deterministic)
+      new_k.append(k)
+      new_v.append(v)
+    hv, k, v = self.value_block.decode(
+        self._value_input(x), context.k[-1], context.v[-1], context.mask,
+        path.k[-1], path.v[-1], path.mask, deterministic)
+    new_k.append(k)
+    new_v.append(v)
+    h = self.final_ln(x).astype(jnp.float32)
+    all_logits = (jnp.einsum('bkqd,ldv->bkqlv', h, self.head_w) +
+                  self.head_b[None, None, None])
+    level = jnp.minimum(depths, self.cfg.num_levels - 1)
+    logits = jnp.take_along_axis(
+        all_logits, level[..., None, None], axis=-2)[..., 0, :]
+    return StepOutput(logits=logits, value=self._value_readout(hv),
+                      k=jnp.stack(new_k), v=jnp.stack(new_v))
+
+  def __call__(self, history_codes, history_mask, target_codes,
+               deterministic: bool = True):
+    """Teacher forcing over the full SID path of the target item.
+
+    Args:
+      history_codes: [B, T, L] int32.
+      history_mask: [B, T] bool.
+      target_codes: [B, L] int32 SID of the target item.
+      deterministic: disables dropout.
+
+    Returns:
+      (logits [B, L, V] float32 for levels 1..L, values [B, L+1] float32 of
+      the prefix states s_0..s_L).
+    """
+    chex.assert_rank(target_codes, 2)
+    batch, num_levels = target_codes.shape
+    context = self.encode_history(history_codes, history_mask, deterministic)
+    codes = jnp.concatenate(
+        [jnp.zeros((batch, 1), jnp.int32), target_codes], axis=1)[:, None]
+    depths = jnp.broadcast_to(jnp.arange(num_levels + 1), codes.shape)
+    out = self.decode(context, codes, depths,
+                      empty_path(self.cfg, batch, 1, num_levels + 1,
+                                 context.k.dtype), deterministic)
+    return out.logits[:, 0, :num_levels], out.value[:, 0]
+
+
+def init_params(cfg: PolicyConfig, rng_key: jax.Array):
+  """Initial parameters from a typed key (consumed)."""
+  net = PolicyValueNet(cfg)
+  batch, hist = 2, cfg.max_history
+  return net.init(
+      rng_key,
+      jnp.zeros((batch, hist, cfg.num_levels), jnp.int32),
+      jnp.ones((batch, hist), bool),
+      jnp.zeros((batch, cfg.num_levels), jnp.int32))['params']
+
+
+def masked_log_softmax(logits: jax.Array, valid_mask: jax.Array) -> jax.Array:
+  """Log-probs renormalised over valid codes; invalid codes get -inf.
+
+  The policy is the trie-constrained distribution everywhere (SFT loss,
+  beam search, VED, RL ratios), so scores are log-probabilities of items.
+  A row with no valid code yields all -inf (a dead beam), never a uniform
+  fallback.
+  """
+  masked = jnp.where(valid_mask, logits, jnp.finfo(logits.dtype).min)
+  logp = jax.nn.log_softmax(masked, axis=-1)
+  return jnp.where(valid_mask, logp, -jnp.inf)
+
+
+def num_params(params) -> int:
+  return sum(x.size for x in jax.tree_util.tree_leaves(params))
