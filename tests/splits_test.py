@@ -1,0 +1,157 @@
+"""Tests for vstar_jax.data.splits (leave-one-out and chronological)."""
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+from vstar_jax.data import dataset as dataset_lib
+from vstar_jax.data import splits
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+PAD = splits.PAD_ITEM_IDX
+
+
+@pytest.fixture(scope='module')
+def toy():
+  return dataset_lib.load_dataset(REPO / 'testdata/synthetic', 'toy')
+
+
+@pytest.fixture(scope='module')
+def movielens():
+  return dataset_lib.load_dataset(REPO / 'testdata/movielens',
+                                  'ml-latest-small')
+
+
+def _reference(windows, max_history):
+  """Examples built one at a time from (user, seq, target position)."""
+  history, mask, target, user = [], [], [], []
+  for u, seq, t in windows:
+    past = list(seq[max(0, t - max_history):t])
+    pad = max_history - len(past)
+    history.append([PAD] * pad + past)
+    mask.append([False] * pad + [True] * len(past))
+    target.append(seq[t])
+    user.append(u)
+  return history, mask, target, user
+
+
+def _assert_examples(examples, windows, max_history):
+  history, mask, target, user = _reference(windows, max_history)
+  np.testing.assert_array_equal(examples.history, np.array(
+      history, np.int32).reshape(-1, max_history))
+  np.testing.assert_array_equal(examples.history_mask, np.array(
+      mask, bool).reshape(-1, max_history))
+  np.testing.assert_array_equal(examples.target, target)
+  np.testing.assert_array_equal(examples.user, user)
+  assert examples.history.dtype == np.int32
+  assert examples.history_mask.dtype == bool
+  assert examples.target.dtype == np.int32 and examples.user.dtype == np.int32
+
+
+@pytest.mark.parametrize('max_history', [20, 2])
+def test_leave_one_out_matches_reference(toy, max_history):
+  split = splits.leave_one_out_split(toy, max_history=max_history)
+  seqs = [s.tolist() for s in toy.sequences]
+  train = [(u, s, t) for u, s in enumerate(seqs) for t in range(1, len(s) - 2)]
+  _assert_examples(split.train, train, max_history)
+  _assert_examples(split.valid, [(u, s, len(s) - 2)
+                                 for u, s in enumerate(seqs)], max_history)
+  _assert_examples(split.test, [(u, s, len(s) - 1)
+                                for u, s in enumerate(seqs)], max_history)
+  assert split.protocol == 'leave_one_out'
+  assert (len(split.train), len(split.valid), len(split.test)) == (135, 30, 30)
+  assert split.train.max_history == max_history
+
+
+def test_leave_one_out_has_no_target_leak(toy):
+  split = splits.leave_one_out_split(toy)
+  for u, seq in enumerate(toy.sequences):
+    assert len(set(seq.tolist())) == len(seq)  # toy users never repeat
+    train_targets = set(split.train.target[split.train.user == u].tolist())
+    held_out = {int(seq[-1]), int(seq[-2])}
+    assert not train_targets & held_out
+    # Neither held-out item is in a training history either.
+    train_hist = split.train.history[split.train.user == u]
+    assert not set(train_hist.ravel().tolist()) & held_out
+    # The validation history never contains the test target.
+    assert int(seq[-1]) not in split.valid.history[u].tolist()
+
+
+def test_histories_are_right_aligned_and_non_empty(toy):
+  for examples in (splits.leave_one_out_split(toy, max_history=5).train,
+                   splits.chronological_split(toy, max_history=5).test):
+    mask = examples.history_mask
+    assert mask[:, -1].all()  # the most recent item sits in the last column
+    # Once valid, every column to the right is valid (a suffix).
+    assert (np.diff(mask.astype(np.int8), axis=1) >= 0).all()
+    assert (examples.history[~mask] == PAD).all()
+    assert (examples.history[mask] >= 0).all()
+
+
+def test_leave_one_out_rejects_short_user(tmp_path):
+  (tmp_path / 'ds.inter.json').write_text(json.dumps(
+      {'0': [0, 1, 2], 'short': [1, 2]}))
+  ds = dataset_lib.load_dataset(tmp_path, 'ds')
+  with pytest.raises(dataset_lib.DataError) as info:
+    splits.leave_one_out_split(ds)
+  message = str(info.value)
+  assert 'ds.inter.json' in message and "user 'short'" in message
+  assert 'has 2 interactions' in message and 'at least 3' in message
+
+
+def test_chronological_matches_reference(toy):
+  split = splits.chronological_split(toy)
+  windows = sorted(
+      ((int(toy.timestamps[u][t]), u, t)
+       for u, s in enumerate(toy.sequences) for t in range(1, len(s))))
+  assert len(windows) == 195
+  seqs = [s.tolist() for s in toy.sequences]
+  ref = [(u, seqs[u], t) for _, u, t in windows]
+  assert (len(split.train), len(split.valid), len(split.test)) == (156, 19, 20)
+  _assert_examples(split.train, ref[:156], 10)
+  _assert_examples(split.valid, ref[156:175], 10)
+  _assert_examples(split.test, ref[175:], 10)
+  assert split.protocol == 'chronological'
+
+
+def test_chronological_needs_timestamps(tmp_path):
+  (tmp_path / 'ds.inter.json').write_text(json.dumps({'0': [0, 1, 2]}))
+  ds = dataset_lib.load_dataset(tmp_path, 'ds')
+  with pytest.raises(dataset_lib.DataError,
+                     match=r'ds.inter.json: chronological split needs '
+                     r'timestamps but ds.time.json\[.gz\] was not found'):
+    splits.chronological_split(ds)
+
+
+def test_movielens_split_sizes_and_time_order(movielens):
+  loo = splits.leave_one_out_split(movielens)
+  assert (len(loo.train), len(loo.valid), len(loo.test)) == (88059, 671, 671)
+  chrono = splits.chronological_split(movielens)
+  num = 90072 - 671
+  assert (len(chrono.train), len(chrono.valid), len(chrono.test)) == (
+      int(num * .8), int(num * .9) - int(num * .8), num - int(num * .9))
+  # Recover each window's target time: the time of the target item in the
+  # user's sequence (MovieLens users never repeat an item).
+  time_of = [dict(zip(s.tolist(), t.tolist()))
+             for s, t in zip(movielens.sequences, movielens.timestamps)]
+  times = np.array([time_of[u][i] for part in (chrono.train, chrono.valid,
+                                               chrono.test)
+                    for u, i in zip(part.user.tolist(), part.target.tolist())])
+  assert (np.diff(times) >= 0).all()
+  assert times[len(chrono.train)] > times[0]
+
+
+def test_scientific_leave_one_out_counts(shared_data):
+  ds = dataset_lib.load_dataset(shared_data / 'amazon_scientific',
+                                'Scientific')
+  split = splits.leave_one_out_split(ds)
+  assert (len(split.train), len(split.valid), len(split.test)) == (
+      33541, 8317, 8317)
+
+
+def test_beauty_leave_one_out_counts(shared_data):
+  ds = dataset_lib.load_dataset(shared_data / 'amazon_beauty', 'Beauty')
+  split = splits.leave_one_out_split(ds)
+  assert (len(split.train), len(split.valid), len(split.test)) == (
+      131413, 22363, 22363)
