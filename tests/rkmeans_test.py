@@ -120,11 +120,11 @@ def test_bad_embeddings_raise(bad, match):
 
 
 def test_levels_share_one_trace():
+  # pylint: disable=protected-access
   x = np.random.default_rng(5).normal(size=(37, 3)).astype(np.float32)
-  level_fn = rkmeans._jitted_level(4, 2, False)  # pylint: disable=protected-access
-  traces = level_fn._cache_size()  # pylint: disable=protected-access
-  rkmeans.residual_kmeans(jax.random.key(0), x, num_levels=3, codebook_size=4,
-                          num_iters=2)
-  rkmeans.residual_kmeans(jax.random.key(1), x, num_levels=3, codebook_size=4,
-                          num_iters=2)
-  assert level_fn._cache_size() == traces + 1  # pylint: disable=protected-access
+  level_fn = rkmeans._jitted_level(4, 2, False)
+  traces = level_fn._cache_size()
+  for seed in (0, 1):
+    rkmeans.residual_kmeans(jax.random.key(seed), x, num_levels=3,
+                            codebook_size=4, num_iters=2)
+  assert level_fn._cache_size() == traces + 1  # 6 level calls, one trace

@@ -233,7 +233,11 @@ def check_prefixes(trie: PrefixTrie, level: int, prefix_idx: chex.Array,
   has_child = jnp.any(valid_next_mask(trie, level, prefix_idx), axis=-1)
   dead = ~np.asarray(jax.device_get(has_child))
   if prefix_mask is not None:
-    dead &= np.asarray(jax.device_get(prefix_mask), bool)
+    prefix_mask = np.asarray(jax.device_get(prefix_mask), bool)
+    if prefix_mask.shape != dead.shape:
+      raise ValueError(f'prefix_mask shape {prefix_mask.shape} != prefix_idx '
+                       f'shape {dead.shape}')
+    dead &= prefix_mask
   if dead.any():
     position = tuple(int(i) for i in np.argwhere(dead)[0])
     value = int(jax.device_get(prefix_idx)[position])
