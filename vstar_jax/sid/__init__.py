@@ -1,0 +1,2 @@
+"""Semantic IDs: residual k-means tokenizer, collision resolution, stats,
+LC-Rec index files and the device-side prefix trie."""

@@ -1,0 +1,33 @@
+"""Exception types of the SID package.
+
+Each error's str is one line naming the offending input, so binaries can print
+it as is and exit 1 without a traceback.
+"""
+
+
+class SidError(ValueError):
+  """Base class: bad SID input or an impossible SID request."""
+
+
+class EmbeddingsError(SidError):
+  """Item embeddings have the wrong rank, dtype or non-finite values."""
+
+
+class CodesError(SidError):
+  """SID codes of the wrong rank or dtype, or negative codes."""
+
+
+class CollisionError(SidError):
+  """Colliding SIDs that the chosen resolution method cannot separate."""
+
+
+class TrieError(SidError):
+  """Codes that cannot form a prefix trie (duplicate SIDs, code >= V)."""
+
+
+class DeadPrefixError(SidError):
+  """A prefix that has no valid continuation in the trie."""
+
+
+class IndexFormatError(SidError):
+  """A malformed LC-Rec index file (`{"item": ["<a_1>", ...]}`)."""

@@ -1,0 +1,247 @@
+"""Device-side prefix trie of a catalogue's SIDs as fixed-shape tables.
+
+Level l has a table `children[l]` [P_l, V] int32: row p is the length-l prefix
+with id p (P_0 = 1, the root), column c a code; the entry is the id of the
+length-(l+1) prefix (at the last level: the item index), or INVALID_IDX (-1).
+A gather therefore gives the valid-next-code mask of any batch of prefixes
+inside jit, O(batch x V), with no host round-trip.
+
+There is no unconstrained fallback: an invalid prefix (the INVALID_IDX
+sentinel, or an id out of range) has an all-False mask and maps to
+INVALID_IDX. Decoders must treat an all-False row as a dead beam (its logits
+all finfo.min, never a uniform or unmasked distribution). `check_prefixes`
+raises DeadPrefixError eagerly; `checked_valid_next_mask` carries a
+`checkify.debug_check` that raises under `jax.experimental.checkify`.
+"""
+from typing import ClassVar
+
+import chex
+import flax.struct
+import jax
+import jax.numpy as jnp
+from jax.experimental import checkify
+import numpy as np
+
+from vstar_jax.sid import errors
+from vstar_jax.sid import prefixes
+
+
+@flax.struct.dataclass
+class PrefixTrie:
+  """SID prefix trie; sizes are read from shapes (static under jit)."""
+  children: tuple[chex.Array, ...]  # L tables, level l: [P_l, V] int32
+  item_prefix_idx: chex.Array  # [N, L] int32, prefix id at depth 0..L-1
+  codes: chex.Array  # [N, L] int32, each item's SID
+
+  ROOT_IDX: ClassVar[int] = 0
+  INVALID_IDX: ClassVar[int] = -1
+
+  @property
+  def num_levels(self) -> int:
+    return len(self.children)
+
+  @property
+  def vocab_size(self) -> int:
+    return self.children[0].shape[1]
+
+  @property
+  def num_items(self) -> int:
+    return self.codes.shape[0]
+
+  @property
+  def num_prefixes(self) -> tuple[int, ...]:
+    """P_l for l = 0..L-1 (P_0 = 1)."""
+    return tuple(table.shape[0] for table in self.children)
+
+  @property
+  def nbytes(self) -> int:
+    return sum(leaf.nbytes for leaf in jax.tree.leaves(self))
+
+
+def build_trie(codes: np.ndarray, *, vocab_size: int | None = None,
+               ) -> PrefixTrie:
+  """Builds the trie on host (vectorised numpy) and puts it on device.
+
+  Args:
+    codes: [N, L] non-negative int codes, one unique SID per item.
+    vocab_size: V, table width; None uses max code + 1.
+
+  Returns:
+    The PrefixTrie on the default device.
+
+  Raises:
+    CodesError: codes of the wrong rank or dtype, or negative.
+    TrieError: duplicate SIDs (naming the first colliding items), or a code
+      >= vocab_size.
+  """
+  ids = prefixes.prefix_ids(codes)
+  num_items, num_levels = codes.shape
+  sizes = prefixes.group_sizes(ids[:, -1])
+  if sizes.max() > 1:
+    first = int(np.argmax(sizes > 1))
+    group = np.flatnonzero(ids[:, -1] == ids[first, -1])
+    raise errors.TrieError(
+        f'SIDs must be unique: items {group[:5].tolist()} share SID '
+        f'{codes[first].tolist()} ({int(np.sum(sizes > 1))} items in '
+        'colliding SIDs); resolve collisions first')
+  max_code = int(codes.max())
+  vocab_size = max_code + 1 if vocab_size is None else vocab_size
+  if max_code >= vocab_size:
+    item, level = np.argwhere(codes >= vocab_size)[0]
+    raise errors.TrieError(
+        f'item {item} has code {codes[item, level]} at level {level}, '
+        f'>= vocab_size {vocab_size}')
+  children = []
+  for level in range(num_levels):
+    parent = ids[:, level]
+    table = np.full((int(parent.max()) + 1, vocab_size), -1, np.int32)
+    target = (ids[:, level + 1] if level < num_levels - 1
+              else np.arange(num_items, dtype=np.int32))
+    table[parent, codes[:, level]] = target
+    children.append(table)
+  return jax.device_put(PrefixTrie(
+      children=tuple(children),
+      item_prefix_idx=np.ascontiguousarray(ids[:, :num_levels]),
+      codes=codes.astype(np.int32)))
+
+
+def _rows(table: chex.Array, prefix_idx: chex.Array) -> chex.Array:
+  """table[prefix_idx] [..., V]; all INVALID_IDX for invalid prefixes."""
+  prefix_idx = jnp.asarray(prefix_idx, jnp.int32)
+  in_range = (prefix_idx >= 0) & (prefix_idx < table.shape[0])
+  rows = table[jnp.where(in_range, prefix_idx, 0)]
+  return jnp.where(in_range[..., None], rows, PrefixTrie.INVALID_IDX)
+
+
+def valid_next_mask(trie: PrefixTrie, level: int,
+                    prefix_idx: chex.Array) -> chex.Array:
+  """Valid next codes of length-`level` prefixes. Jittable.
+
+  Args:
+    trie: the catalogue trie.
+    level: static int, 0..L-1 (0: the root, prefix_idx 0).
+    prefix_idx: [...] int32 prefix ids; -1 (or out of range) = no prefix.
+
+  Returns:
+    [..., V] bool, True = valid code. All False for invalid prefixes: the
+    caller must treat such rows as dead beams.
+  """
+  return _rows(trie.children[level], prefix_idx) >= 0
+
+
+def next_prefix(trie: PrefixTrie, level: int, prefix_idx: chex.Array,
+                code: chex.Array) -> chex.Array:
+  """Id of prefix + code (at the last level: the item index). Jittable.
+
+  Args:
+    trie: the catalogue trie.
+    level: static int, 0..L-1.
+    prefix_idx: [...] int32 length-`level` prefix ids.
+    code: [...] int32 codes, same shape.
+
+  Returns:
+    [...] int32 length-(level+1) prefix ids (item indices at level L-1),
+    INVALID_IDX where the prefix is invalid or the code not a continuation.
+  """
+  prefix_idx = jnp.asarray(prefix_idx, jnp.int32)
+  code = jnp.asarray(code, jnp.int32)
+  chex.assert_equal_shape([prefix_idx, code])
+  table = trie.children[level]
+  ok = ((prefix_idx >= 0) & (prefix_idx < table.shape[0])
+        & (code >= 0) & (code < table.shape[1]))
+  child = table[jnp.where(ok, prefix_idx, 0), jnp.where(ok, code, 0)]
+  return jnp.where(ok, child, PrefixTrie.INVALID_IDX)
+
+
+def walk_prefixes(trie: PrefixTrie, codes: chex.Array) -> chex.Array:
+  """Prefix ids along code paths. Jittable (Python loop over static L).
+
+  Args:
+    trie: the catalogue trie.
+    codes: [..., L] int32 code paths.
+
+  Returns:
+    [..., L + 1] int32: depth 0 (root, 0) to depth L (the item index);
+    INVALID_IDX from the first code that leaves the trie onwards.
+  """
+  chex.assert_axis_dimension(codes, -1, trie.num_levels)
+  prefix = jnp.zeros(codes.shape[:-1], jnp.int32)
+  path = [prefix]
+  for level in range(trie.num_levels):
+    prefix = next_prefix(trie, level, prefix, codes[..., level])
+    path.append(prefix)
+  return jnp.stack(path, axis=-1)
+
+
+def lookup_item(trie: PrefixTrie, codes: chex.Array) -> chex.Array:
+  """Item index of each code path. codes: [..., L] int32.
+
+  Returns:
+    [...] int32 item indices, INVALID_IDX where the path is not an item.
+  """
+  return walk_prefixes(trie, codes)[..., -1]
+
+
+def checked_valid_next_mask(
+    trie: PrefixTrie, level: int, prefix_idx: chex.Array,
+    prefix_mask: chex.Array | None = None) -> chex.Array:
+  """`valid_next_mask` plus a checkify check that live prefixes continue.
+
+  Without `checkify.checkify` the check is dropped (no cost); under it, a
+  live prefix with an all-False mask makes `err.throw()` raise.
+
+  Args:
+    trie: the catalogue trie.
+    level: static int, 0..L-1.
+    prefix_idx: [...] int32 prefix ids.
+    prefix_mask: [...] bool, True = live beam that must have a continuation;
+      None: all live.
+
+  Returns:
+    [..., V] bool mask, as `valid_next_mask`.
+  """
+  mask = valid_next_mask(trie, level, prefix_idx)
+  dead = ~jnp.any(mask, axis=-1)
+  if prefix_mask is not None:
+    chex.assert_equal_shape([dead, prefix_mask])
+    dead = dead & prefix_mask
+  flat_dead = dead.reshape(-1)
+  first = jnp.argmax(flat_dead)
+  checkify.debug_check(
+      ~jnp.any(flat_dead),
+      f'trie level {level}: prefix_idx (flat position {{}}) = {{}} has no '
+      'valid continuation; decoders must treat it as a dead beam',
+      first, jnp.asarray(prefix_idx, jnp.int32).reshape(-1)[first])
+  return mask
+
+
+def check_prefixes(trie: PrefixTrie, level: int, prefix_idx: chex.Array,
+                   prefix_mask: chex.Array | None = None) -> None:
+  """Eager (not under jit) check that live prefixes have a continuation.
+
+  Args:
+    trie: the catalogue trie.
+    level: int, 0..L-1.
+    prefix_idx: [...] int32 prefix ids (numpy or a concrete jax.Array).
+    prefix_mask: [...] bool, True = live; None: all live.
+
+  Raises:
+    DeadPrefixError: naming the first dead live prefix and the count.
+  """
+  if not isinstance(prefix_idx, jax.Array):
+    prefix_idx = jax.device_put(np.asarray(prefix_idx, np.int32))
+  has_child = jnp.any(valid_next_mask(trie, level, prefix_idx), axis=-1)
+  dead = ~np.asarray(jax.device_get(has_child))
+  if prefix_mask is not None:
+    prefix_mask = np.asarray(jax.device_get(prefix_mask), bool)
+    if prefix_mask.shape != dead.shape:
+      raise ValueError(f'prefix_mask shape {prefix_mask.shape} != prefix_idx '
+                       f'shape {dead.shape}')
+    dead &= prefix_mask
+  if dead.any():
+    position = tuple(int(i) for i in np.argwhere(dead)[0])
+    value = int(jax.device_get(prefix_idx)[position])
+    raise errors.DeadPrefixError(
+        f'trie level {level}: prefix_idx{list(position)} = {value} has no '
+        f'valid continuation ({int(dead.sum())} dead prefixes); decoders '
+        'must treat such rows as dead beams')
