@@ -1,4 +1,5 @@
 """Tests of batched, bucketed, cached embedding."""
+import jax
 import numpy as np
 import pytest
 
@@ -31,6 +32,13 @@ def test_padding_invariance_across_buckets():
   batched = embed.embed_texts(LONG + SHORT[:1] + MEDIUM, buckets=(256,))
   np.testing.assert_allclose(batched[1], alone[0], atol=2e-6)
   np.testing.assert_allclose(np.linalg.norm(batched, axis=1), 1.0, atol=1e-5)
+
+
+def test_runs_under_transfer_guard(encoder):
+  want = encoder.encode(SHORT[:2])
+  with jax.transfer_guard('disallow'):
+    got = encoder.encode(SHORT[:2])
+  np.testing.assert_array_equal(got, want)
 
 
 def test_one_trace_per_bucket():

@@ -25,7 +25,10 @@ import numpy as np
 from vstar_jax.text import item_text as item_text_lib
 from vstar_jax.text import minilm
 
-DEFAULT_BUCKETS = (16, 32, 64, 128, 256)
+# Steps of 32 above 64 tokens: on Scientific's default item texts (median
+# ~130 tokens) padding costs 1.20x the real tokens, against 1.56x for powers
+# of two; each bucket costs one compile (about a second).
+DEFAULT_BUCKETS = (16, 32, 64, 96, 128, 160, 192, 224, 256)
 DEFAULT_BATCH_SIZE = 64
 # Bump when anything that changes the vectors for the same files and texts
 # changes (pooling, truncation, numerics), so old cache files are not reused.
@@ -128,12 +131,13 @@ class TextEncoder:
           token_mask[row, :lengths[text_idx]] = True
         # Dispatch is asynchronous: the next batch is built on the host
         # while this one runs.
-        pending.append(
-            (chunk, self._encode_batch(self._params, token_idx, token_mask)))
+        # Explicit transfers: callers may run under jax_transfer_guard.
+        pending.append((chunk, self._encode_batch(
+            self._params, *jax.device_put((token_idx, token_mask)))))
         num_padded_tokens += rows * num_tokens
     out = np.zeros((len(ids), self.model.config.hidden_size), np.float32)
     for chunk, vectors in pending:
-      out[chunk] = np.asarray(vectors)[:chunk.size]
+      out[chunk] = jax.device_get(vectors)[:chunk.size]
     seconds = time.perf_counter() - start
     logging.info(
         'Embedded %d texts in %.2f s (%.1f texts/s): %d tokens padded to %d '

@@ -228,9 +228,9 @@ def load_params(model_dir: PathLike, config: MiniLMConfig) -> Params:
     first_line = (str(e).splitlines() or [type(e).__name__])[0]
     raise ModelFilesError(f'{path}: cannot read ({first_line})') from None
   model = MiniLMEncoder(config)
-  dummy = jnp.zeros((1, 2), jnp.int32)
   expected = traverse_util.flatten_dict(jax.eval_shape(
-      model.init, jax.random.key(0), dummy, dummy == 0)['params'])
+      model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, 2), jnp.int32),
+      jax.ShapeDtypeStruct((1, 2), jnp.bool_))['params'])
   names = _weight_names(config.num_layers)
   assert set(names) == set(expected), set(names) ^ set(expected)
   flat = {}
@@ -306,20 +306,23 @@ class _SelfAttention(nn.Module):
     batch, num_tokens, hidden = x.shape
     head_dim = hidden // cfg.num_heads
 
-    def heads(name):
+    def heads(name):  # [B, num_heads, T, head_dim]
       y = nn.Dense(hidden, name=name)(x)
-      return y.reshape(batch, num_tokens, cfg.num_heads, head_dim)
+      return y.reshape(batch, num_tokens, cfg.num_heads,
+                       head_dim).transpose(0, 2, 1, 3)
 
+    # Head-major layout: both attention einsums are plain batched matmuls
+    # over (B, num_heads), measurably faster on XLA:CPU than 'bqhd' ones.
     query, key, value = heads('query'), heads('key'), heads('value')
-    scores = jnp.einsum('bqhd,bkhd->bhqk', query, key) / np.sqrt(head_dim)
-    # Padding keys get the finite minimum (never -inf: an all-padding row
-    # must stay NaN-free).
-    scores = jnp.where(token_mask[:, None, None, :], scores,
-                       jnp.finfo(scores.dtype).min)
-    probs = jax.nn.softmax(scores, axis=-1)
-    context = jnp.einsum('bhqk,bkhd->bqhd', probs, value)
-    return nn.Dense(hidden, name='output')(
-        context.reshape(batch, num_tokens, hidden))
+    scores = jnp.einsum('bhqd,bhkd->bhqk', query, key) / np.sqrt(
+        head_dim).astype(x.dtype)
+    # Padding keys get the finite minimum added, as HF BERT does (never
+    # -inf: an all-padding row must stay NaN-free).
+    bias = jnp.where(token_mask, 0., jnp.finfo(scores.dtype).min)
+    probs = jax.nn.softmax(scores + bias[:, None, None, :], axis=-1)
+    context = jnp.einsum('bhqk,bhkd->bhqd', probs, value)
+    context = context.transpose(0, 2, 1, 3).reshape(batch, num_tokens, hidden)
+    return nn.Dense(hidden, name='output')(context)
 
 
 class _Layer(nn.Module):
