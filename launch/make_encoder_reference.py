@@ -58,7 +58,8 @@ def _read_items(path: pathlib.Path) -> dict:
   except (OSError, json.JSONDecodeError) as e:
     raise ReferenceInputError(f'{path}: cannot read item JSON ({e})') from None
   if not isinstance(items, dict) or not items:
-    raise ReferenceInputError(f'{path}: expected a non-empty {{item: meta}} dict')
+    raise ReferenceInputError(
+        f'{path}: expected a non-empty {{item: meta}} dict')
   return items
 
 
@@ -80,8 +81,9 @@ def _select_texts(data_dir: pathlib.Path) -> list[tuple[str, str]]:
   long_ids = [i for i in ids if i not in chosen and len(
       str(sci[i].get('description', '')).split()) >= _MIN_LONG_WORDS]
   if len(long_ids) < _NUM_LONG_SCIENTIFIC:
-    raise ReferenceInputError(f'{path}: fewer than {_NUM_LONG_SCIENTIFIC} items '
-                         f'with >= {_MIN_LONG_WORDS} description words')
+    raise ReferenceInputError(
+        f'{path}: fewer than {_NUM_LONG_SCIENTIFIC} items with >= '
+        f'{_MIN_LONG_WORDS} description words')
   out += [(f'amazon_scientific item {i} (max_description_words=None)',
            item_text.item_text(i, sci[i], full))
           for i in long_ids[:_NUM_LONG_SCIENTIFIC]]

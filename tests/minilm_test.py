@@ -1,4 +1,4 @@
-"""Tests of the flax MiniLM encoder and its loaders against sentence-transformers."""
+"""Tests of the MiniLM encoder and loaders, against sentence-transformers."""
 import json
 import pathlib
 import shutil
@@ -89,7 +89,8 @@ def test_all_padding_row_is_zero_not_nan():
 
 
 def _write_tiny_weights(model_dir, drop=None, reshape=None):
-  names = minilm._weight_names(TINY.num_layers)  # pylint: disable=protected-access
+  # pylint: disable-next=protected-access
+  names = minilm._weight_names(TINY.num_layers)
   params = jax.eval_shape(minilm.MiniLMEncoder(TINY).init, jax.random.key(0),
                           jnp.zeros((1, 2), jnp.int32),
                           jnp.ones((1, 2), bool))['params']
