@@ -200,3 +200,17 @@ def test_read_config_requires_normalize(tmp_path):
 def test_missing_model_dir(tmp_path):
   with pytest.raises(minilm.ModelFilesError, match='does not exist'):
     minilm.load_minilm(tmp_path / 'nope')
+
+
+def test_bad_tokenizer_file(tmp_path):
+  (tmp_path / minilm.TOKENIZER_FILE).write_text('{"model": 1}')
+  with pytest.raises(minilm.ModelFilesError,
+                     match='tokenizer.json: cannot load tokenizer'):
+    minilm.load_tokenizer(tmp_path, TINY)
+
+
+def test_tokenizer_truncates_to_max_seq_length():
+  config = minilm.MiniLMConfig(max_seq_length=8)
+  tokenizer = minilm.load_tokenizer(minilm.default_model_dir(), config)
+  ids = tokenizer.encode('one two three four five six seven eight nine').ids
+  assert len(ids) == 8 and ids[0] == 101 and ids[-1] == 102
