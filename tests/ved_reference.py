@@ -7,6 +7,7 @@ lists and dicts, one user at a time; it borrows only numeric primitives
 (the toy, masked log-softmax, entropy, categorical sampling with the same
 keys) so that floating-point results match bit for bit.
 """
+import functools
 import math
 
 import jax
@@ -22,11 +23,14 @@ def _prefix_hash(codes, depths):
   return sum((c + 1) * 7 ** d for c, d in zip(codes, depths) if d >= 1)
 
 
-def toy_outputs(h, depth, vocab, value_scale=1.0):
-  """Logits [..., V] and value [...] from prefix hash and depth."""
+def toy_outputs(h, depth, user, vocab, value_scale=1.0):
+  """Logits [..., V] and value [...] from prefix hash, depth and user.
+
+  Each user gets a different policy, so batch elements build different trees.
+  """
   h = jnp.asarray(h, jnp.float32)
   depth = jnp.asarray(depth, jnp.float32)
-  x = h + 1000. * depth
+  x = h + 1000. * depth + 17. * jnp.asarray(user, jnp.float32)
   v = jnp.arange(vocab, dtype=jnp.float32).reshape((1,) * x.ndim + (vocab,))
   logits = 3. * jnp.sin(0.013 * x[..., None] * (v + 1.) + v)
   value = value_scale * jnp.sin(0.37 * x + 1.1)
@@ -43,7 +47,8 @@ def make_toy_evaluator(vocab, value_scale=1.0, tie_values=False):
                     (codes + 1.) * jnp.power(7., depths.astype(jnp.float32)),
                     0.)
     h = contrib.sum(-1) + own
-    logits, value = toy_outputs(h, depths, vocab, value_scale)
+    user = jnp.broadcast_to(jnp.arange(codes.shape[0])[:, None], codes.shape)
+    logits, value = toy_outputs(h, depths, user, vocab, value_scale)
     if tie_values:
       value = jnp.zeros_like(value)
     return logits, value, {'code': codes, 'depth': depths}
@@ -76,10 +81,10 @@ def reference_ved(sids, vocab, cfg: search.VedConfig, rng_key, batch,
       return np.zeros(vocab, bool)
     return np.array([codes + (c,) in prefixes for c in range(vocab)])
 
-  def evaluate(codes):
+  def evaluate(codes, user):
     depth = len(codes)
     h = _prefix_hash(codes, range(1, depth + 1))
-    logits, value = toy_outputs(float(h), depth, vocab, value_scale)
+    logits, value = toy_outputs(float(h), depth, user, vocab, value_scale)
     valid = valid_codes(codes)
     child_logp = policy.masked_log_softmax(logits, jnp.asarray(valid))
     entropy = float(search.restricted_entropy(child_logp))
@@ -96,8 +101,8 @@ def reference_ved(sids, vocab, cfg: search.VedConfig, rng_key, batch,
 
   results = []
   for b in range(batch):
-    results.append(_reference_one(evaluate, cfg, num_levels, vocab,
-                                  [k[b] for k in keys]))
+    results.append(_reference_one(functools.partial(evaluate, user=b), cfg,
+                                  num_levels, vocab, [k[b] for k in keys]))
   return results
 
 

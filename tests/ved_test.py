@@ -12,6 +12,7 @@ from vstar_jax.ved import tree as tree_lib
 
 
 def _random_catalogue(seed, num_items, num_levels, vocab):
+  assert num_items <= vocab ** num_levels
   rng = np.random.default_rng(seed)
   sids = set()
   while len(sids) < num_items:
@@ -20,6 +21,7 @@ def _random_catalogue(seed, num_items, num_levels, vocab):
 
 
 def _run(trie, cfg, key, batch, **toy_kwargs):
+  chex.clear_trace_counter()
   evaluate, cache_like = ved_reference.make_toy_evaluator(
       trie.vocab_size, **toy_kwargs)
   @jax.jit
@@ -27,7 +29,9 @@ def _run(trie, cfg, key, batch, **toy_kwargs):
   def fn(trie, key):
     return search.ved_search(evaluate, trie, key, batch=batch,
                              cache_like=cache_like(batch), cfg=cfg)
-  return fn(trie, key)
+  out = fn(trie, key)
+  fn(trie, jax.random.fold_in(key, 1))   # new key, same trace
+  return out
 
 
 @pytest.mark.parametrize('seed', [0, 1, 2, 3])
@@ -35,7 +39,7 @@ def test_matches_python_reference(seed):
   rng = np.random.default_rng(seed)
   num_levels = int(rng.integers(2, 4))
   vocab = int(rng.integers(3, 6))
-  num_items = int(rng.integers(8, 30))
+  num_items = min(int(rng.integers(8, 30)), vocab ** num_levels - 2)
   sids = _random_catalogue(seed, num_items, num_levels, vocab)
   trie = trie_lib.build_trie(sids, vocab_size=vocab)
   b0 = int(rng.integers(1, 4))
@@ -96,15 +100,22 @@ def test_single_child_and_tied_values_no_nan():
 
 
 def test_batch_elements_independent():
-  # User 1 runs alone and inside a batch: same tree (no cross-talk).
+  # Each user has its own toy policy; user b's tree must not depend on the
+  # other users: the same user keys in a batch of 1 give the same tree.
   sids = _random_catalogue(11, 60, 3, 5)
   trie = trie_lib.build_trie(sids, vocab_size=5)
   cfg = search.VedConfig(budget=25, init_beam=2, num_candidates=6)
   key = jax.random.key(5)
   _, tree4 = _run(trie, cfg, key, 4)
   ref = ved_reference.reference_ved(sids, 5, cfg, key, 4)
+  trees = [r['nodes'] for r in ref]
+  assert len({tuple(t) for t in trees}) == 4     # users really differ
   for b in range(4):
-    assert int(tree4.cost[b]) == ref[b]['cost']
+    n = ref[b]['cost']
+    got = list(zip(np.asarray(tree4.code[b, :n]).tolist(),
+                   np.asarray(tree4.depth[b, :n]).tolist(),
+                   np.asarray(tree4.parent[b, :n]).tolist()))
+    assert got == trees[b]
 
 
 def _toy_tree(values, entropies, depths, parents, visits, child_valid):
