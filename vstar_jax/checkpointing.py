@@ -18,16 +18,17 @@ def _abstract(tree):
 
 
 class Checkpointer:
-  """Latest-N and best-1 checkpoint managers under one work directory."""
+  """Latest-N and best-1 checkpoint managers of one training stage."""
 
-  def __init__(self, workdir: str, *, keep: int = 2):
-    options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, create=True, enable_async_checkpointing=False)
+  def __init__(self, directory: str, *, keep: int = 2):
+    """`directory` e.g. WORKDIR/checkpoints/sft; holds latest/ and best/."""
+    directory = os.path.abspath(directory)
     self.latest = ocp.CheckpointManager(
-        os.path.join(os.path.abspath(workdir), 'checkpoints', 'latest'),
-        options=options)
+        os.path.join(directory, 'latest'),
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=keep, create=True, enable_async_checkpointing=False))
     self.best = ocp.CheckpointManager(
-        os.path.join(os.path.abspath(workdir), 'checkpoints', 'best'),
+        os.path.join(directory, 'best'),
         options=ocp.CheckpointManagerOptions(
             max_to_keep=1, create=True, enable_async_checkpointing=False))
 

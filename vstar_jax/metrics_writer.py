@@ -34,8 +34,8 @@ class MetricWriter:
       self._jsonl.write(json.dumps({'step': int(step), **values}) + '\n')
       self._jsonl.flush()
     if self._tb is not None:
-      for k, v in values.items():
-        self._tb.add_scalar(k, v, int(step))
+      for k, v in values.items():   # TensorBoard tags cannot contain '@'
+        self._tb.add_scalar(k.replace('@', '_at_'), v, int(step))
 
   def flush(self) -> None:
     if self._tb is not None:

@@ -47,7 +47,8 @@ def sft_loss(params, batch, trie, rng_key, *, net: policy.PolicyValueNet,
     (loss, metrics dict of scalars).
   """
   chex.assert_rank([batch['history'], batch['target']], [2, 1])
-  history_codes = jnp.take(trie.codes, batch['history'], axis=0)
+  history_codes = jnp.take(trie.codes, jnp.maximum(batch['history'], 0),
+                           axis=0)
   target_codes = jnp.take(trie.codes, batch['target'], axis=0)
   logits, _ = net.apply(
       {'params': params}, history_codes, batch['history_mask'], target_codes,

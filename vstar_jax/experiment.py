@@ -1,0 +1,130 @@
+"""Everything a run needs besides parameters: data, split, SIDs and trie.
+
+Shared by the training, evaluation and recommendation binaries so that they
+see the same catalogue and split for a given config.
+"""
+import dataclasses
+import os
+from typing import Optional
+
+from absl import logging
+import ml_collections
+import numpy as np
+
+from vstar_jax.data import dataset as dataset_lib
+from vstar_jax.data import files
+from vstar_jax.data import sid_index
+from vstar_jax.data import splits
+from vstar_jax.eval import ranking
+from vstar_jax.models import policy
+from vstar_jax.sid import trie as trie_lib
+
+
+class ConfigError(ValueError):
+  """A config value that cannot work; the message is one line."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Experiment:
+  """Host-side view of the data of one run."""
+  dataset: dataset_lib.Dataset
+  split: splits.Split
+  codes: np.ndarray             # [N, L] int32 unique SIDs
+  trie: trie_lib.PrefixTrie     # on device
+  long_tail: np.ndarray         # [N] bool, by training popularity
+  train_counts: np.ndarray      # [N] int64 training-target counts
+  sid_source: str               # index path the SIDs came from
+
+  @property
+  def num_levels(self) -> int:
+    return self.codes.shape[1]
+
+  @property
+  def vocab_size(self) -> int:
+    return self.trie.vocab_size
+
+
+def _resolve(path: str) -> str:
+  return os.path.abspath(os.path.expanduser(path))
+
+
+def _make_split(cfg: ml_collections.ConfigDict, ds) -> splits.Split:
+  if cfg.protocol == 'leave_one_out':
+    return splits.leave_one_out_split(ds, max_history=cfg.max_history)
+  if cfg.protocol == 'chronological':
+    return splits.chronological_split(ds, max_history=cfg.max_history)
+  raise ConfigError(f'config.data.protocol={cfg.protocol!r}: expected '
+                    "'leave_one_out' or 'chronological'")
+
+
+def _sid_codes(config, ds, workdir: Optional[str]) -> tuple[np.ndarray, str]:
+  """SIDs from the dataset's index, or built by the SID tokenizer."""
+  if ds.sids is not None:
+    collisions = sid_index.sid_collisions(ds.sids)
+    if collisions.num_colliding_items:
+      raise ConfigError(
+          f'{ds.paths["index"]}: {collisions.num_colliding_items} items share '
+          'an SID; collided items would count as hits for each other. Use a '
+          'collision-free index (e.g. a *_zcr variant) or build SIDs '
+          '(config.data.index=None)')
+    return ds.sids, ds.paths['index']
+  raise ConfigError(
+      f'dataset {ds.name!r} has no SID index: set config.data.index to an '
+      'LC-Rec index.json(.gz) file')
+
+
+def load_experiment(config: ml_collections.ConfigDict,
+                    workdir: Optional[str] = None) -> Experiment:
+  """Reads and validates the data of `config`; raises one-line errors."""
+  data_cfg = config.data
+  index = _resolve(data_cfg.index) if data_cfg.index else None
+  ds = dataset_lib.load_dataset(_resolve(data_cfg.dir), data_cfg.name,
+                                index_path=index)
+  split = _make_split(data_cfg, ds)
+  codes, source = _sid_codes(config, ds, workdir)
+  trie = trie_lib.build_trie(codes)
+  counts = np.bincount(split.train.target, minlength=ds.num_items)
+  long_tail = ranking.long_tail_items(counts, config.eval.head_fraction)
+  logging.info(
+      'Data %s: %d users, %d items, L=%d, V=%d; %s split train/valid/test = '
+      '%d/%d/%d', ds.name, ds.num_users, ds.num_items, codes.shape[1],
+      trie.vocab_size, data_cfg.protocol, len(split.train), len(split.valid),
+      len(split.test))
+  return Experiment(dataset=ds, split=split, codes=codes, trie=trie,
+                    long_tail=long_tail, train_counts=counts,
+                    sid_source=source)
+
+
+def policy_config(config: ml_collections.ConfigDict,
+                  exp: Experiment) -> policy.PolicyConfig:
+  """The network's static config from the run config and the catalogue."""
+  m = config.model
+  if m.width % m.num_heads:
+    raise ConfigError(f'config.model.width={m.width} is not divisible by '
+                      f'config.model.num_heads={m.num_heads}')
+  if m.dtype not in ('float32', 'bfloat16'):
+    raise ConfigError(f"config.model.dtype={m.dtype!r}: expected 'float32' "
+                      "or 'bfloat16'")
+  return policy.PolicyConfig(
+      num_levels=exp.num_levels, vocab_size=exp.vocab_size,
+      max_history=config.data.max_history, width=m.width,
+      num_layers=m.num_layers, num_heads=m.num_heads, mlp_ratio=m.mlp_ratio,
+      dropout_rate=m.dropout_rate, value_width=m.value_width,
+      value_grad_to_trunk=m.value_grad_to_trunk, dtype=m.dtype)
+
+
+def fixed_subset(examples: splits.Examples, size: int,
+                 seed: int) -> splits.Examples:
+  """A fixed random subset (all rows if size <= 0 or >= M)."""
+  if size <= 0 or size >= len(examples):
+    return examples
+  rows = np.sort(np.random.default_rng(seed).permutation(len(examples))[:size])
+  return splits.Examples(
+      history=examples.history[rows], history_mask=examples.history_mask[rows],
+      target=examples.target[rows], user=examples.user[rows])
+
+
+def errors_to_catch() -> tuple[type[Exception], ...]:
+  """Input errors the binaries report in one line (no traceback)."""
+  from vstar_jax.sid import errors as sid_errors  # pylint: disable=g-import-not-at-top
+  return (files.DataError, ConfigError, sid_errors.SidError)

@@ -1,0 +1,270 @@
+"""Host training loop: SFT with validation-driven checkpoints, then evaluation.
+
+One jitted step per stage; metrics stay on device between log steps (no host
+sync in the hot loop); checkpoints hold the TrainState plus the data position,
+best-so-far and early-stopping counters, so a resumed run replays the
+uninterrupted one exactly (per-step keys are fold_in(base_key, step)).
+"""
+import os
+import subprocess
+import time
+from typing import Any
+
+from absl import logging
+import jax
+import ml_collections
+import numpy as np
+
+from vstar_jax import checkpointing
+from vstar_jax import experiment as experiment_lib
+from vstar_jax import metrics_writer
+from vstar_jax.data import files
+from vstar_jax.data import pipeline
+from vstar_jax.eval import evaluate as evaluate_lib
+from vstar_jax.eval import ranking
+from vstar_jax.models import policy
+from vstar_jax.train import sft
+from vstar_jax.train import state as state_lib
+
+REPORT_CUTOFFS = (1, 3, 5, 10, 20)
+
+
+def run_keys(seed: int) -> dict[str, jax.Array]:
+  """Named typed keys of a run, all derived from config.seed."""
+  names = ('init', 'dropout', 'rollout')
+  return dict(zip(names, jax.random.split(jax.random.key(seed), len(names))))
+
+
+def git_commit() -> str:
+  root = os.path.dirname(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__))))
+  try:
+    out = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=root,
+                         capture_output=True, text=True, check=True)
+    dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'],
+                           cwd=root, capture_output=True, text=True,
+                           check=True).stdout.strip()
+    return out.stdout.strip() + ('-dirty' if dirty else '')
+  except (OSError, subprocess.CalledProcessError):
+    return 'unknown'
+
+
+def evaluate_split(rank_fn, params, exp: experiment_lib.Experiment,
+                   examples, *, batch_size: int, beam_width: int,
+                   diversity: bool = True) -> dict[str, float]:
+  return evaluate_lib.evaluate(
+      rank_fn, params, exp.trie, examples.history, examples.history_mask,
+      examples.target, batch_size=batch_size, list_len=beam_width,
+      item_codes=exp.codes,
+      long_tail_mask=exp.long_tail if diversity else None,
+      cutoffs=REPORT_CUTOFFS)
+
+
+class _Throughput:
+  """steps/s, examples/s and ETA between log points."""
+
+  def __init__(self, start_step: int, total_steps: int, batch_size: int):
+    self.total = total_steps
+    self.batch = batch_size
+    self.last_step = start_step
+    self.last_time = time.perf_counter()
+
+  def __call__(self, step: int) -> dict[str, float]:
+    now = time.perf_counter()
+    rate = (step - self.last_step) / max(now - self.last_time, 1e-9)
+    self.last_step, self.last_time = step, now
+    return {'steps_per_s': rate, 'examples_per_s': rate * self.batch,
+            'eta_s': (self.total - step) / max(rate, 1e-9)}
+
+
+def _mean_metrics(pending: list[dict[str, jax.Array]]) -> dict[str, float]:
+  host = jax.device_get(pending)
+  out = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+  for k, v in out.items():
+    if not np.isfinite(v):
+      raise FloatingPointError(f'non-finite {k}={v} in the last '
+                               f'{len(host)} steps')
+  return out
+
+
+def run_sft(config: ml_collections.ConfigDict, exp, net, keys, writer,
+            workdir: str) -> tuple[Any, dict[str, Any]]:
+  """Trains the policy by SFT; returns (best params, stage summary)."""
+  c = config.sft
+  process_index, process_count = jax.process_index(), jax.process_count()
+  iterator = pipeline.BatchIterator(
+      exp.split.train, batch_size=c.batch_size, seed=config.seed,
+      shuffle=True, drop_remainder=True, process_index=process_index,
+      process_count=process_count)
+  steps_per_epoch = iterator.batches_per_epoch
+  if steps_per_epoch == 0:
+    raise experiment_lib.ConfigError(
+        f'config.sft.batch_size={c.batch_size} exceeds the '
+        f'{len(exp.split.train)} training examples')
+  total_steps = c.num_steps if c.num_steps > 0 else (
+      c.num_epochs * steps_per_epoch)
+  tx = state_lib.make_optimizer(
+      learning_rate=c.learning_rate, total_steps=total_steps,
+      warmup_steps=c.warmup_steps, weight_decay=c.weight_decay,
+      grad_clip=c.grad_clip)
+  params = jax.jit(policy.init_params, static_argnums=0)(net.cfg, keys['init'])
+  state = state_lib.TrainState.create(params, tx)
+  logging.info('Policy parameters: %d', policy.num_params(params))
+
+  ckpt = checkpointing.Checkpointer(
+      os.path.join(workdir, 'checkpoints', 'sft'), keep=config.checkpoint.keep)
+  meta = {'data': iterator.state(), 'best': -1.0, 'best_step': -1,
+          'bad_evals': 0, 'stopped': False, 'train_time_s': 0.0}
+  restored = ckpt.restore_latest(state)
+  if restored is not None:
+    state, meta = restored
+    iterator.restore(meta['data'])
+  start_step = int(jax.device_get(state.step))
+
+  step_fn = jax.jit(sft.make_sft_step(net, constrained=c.constrained_softmax),
+                    donate_argnums=0)
+  rank_fn = jax.jit(evaluate_lib.make_rank_fn(
+      net, beam_width=config.eval.valid_beam))
+  valid_subset = experiment_lib.fixed_subset(
+      exp.split.valid, config.eval.valid_subset, config.seed)
+  trie = exp.trie
+  dropout_key = keys['dropout']
+
+  def save(step):
+    meta['data'] = iterator.state()
+    if ckpt.latest.latest_step() != step:
+      ckpt.save(step, state, meta)
+
+  throughput = _Throughput(start_step, total_steps, c.batch_size)
+  pending = []
+  step = start_step
+  t_start = time.perf_counter() - meta['train_time_s']
+  stop_at = (start_step + config.stop_after_steps
+             if config.stop_after_steps > 0 else total_steps)
+  while step < min(total_steps, stop_at) and not meta['stopped']:
+    batch = jax.device_put(next(iterator))
+    with jax.transfer_guard('disallow'):   # the hot loop: no implicit copies
+      state, metrics = step_fn(state, batch, trie, dropout_key)
+    pending.append(metrics)
+    step += 1
+    if step % config.log_every == 0 or step == total_steps:
+      scalars = _mean_metrics(pending)
+      scalars.update(throughput(step))
+      scalars['epoch'] = step / steps_per_epoch
+      writer.write_scalars(step, scalars, prefix='sft/')
+      pending = []
+    if step % c.eval_every == 0 or step == total_steps:
+      m = evaluate_split(rank_fn, state.params, exp, valid_subset,
+                         batch_size=config.eval.batch_size,
+                         beam_width=config.eval.valid_beam, diversity=False)
+      ndcg = m['ndcg@10']
+      writer.write_scalars(step, {'ndcg@10': ndcg, 'hr@10': m['hr@10']},
+                           prefix='sft/valid_subset/')
+      if ndcg > meta['best']:
+        meta.update(best=ndcg, best_step=step, bad_evals=0)
+        ckpt.save_best(step, state.params, {'ndcg@10': ndcg})
+      else:
+        meta['bad_evals'] += 1
+        if 0 < c.early_stop_patience <= meta['bad_evals']:
+          logging.info('Early stop at step %d (best %.4f at step %d)', step,
+                       meta['best'], meta['best_step'])
+          meta['stopped'] = True
+    if step % config.checkpoint.every_steps == 0 and step < total_steps:
+      meta['train_time_s'] = time.perf_counter() - t_start
+      save(step)
+  meta['train_time_s'] = time.perf_counter() - t_start
+  save(step)
+  writer.flush()
+  if step < total_steps and not meta['stopped']:
+    logging.info('Stopped after %d steps (config.stop_after_steps); rerun '
+                 'the same command to resume.', step - start_step)
+    ckpt.close()
+    return None, {'steps': step, 'interrupted': True}
+  best_params, _ = ckpt.restore_best(state.params)
+  ckpt.close()
+  summary = {'steps': step, 'steps_per_epoch': steps_per_epoch,
+             'best_step': meta['best_step'],
+             'best_valid_subset_ndcg@10': meta['best'],
+             'early_stopped': meta['stopped'],
+             'train_time_s': meta['train_time_s'],
+             'num_params': policy.num_params(best_params)}
+  return best_params, summary
+
+
+def final_evaluation(config, exp, net, params):
+  """Full valid and test evaluation at the reporting beam width.
+
+  Returns:
+    (metrics {split: {name: value}}, seconds {split: wall time}).
+  """
+  beam_width = config.eval.beam_width
+  rank_fn = jax.jit(evaluate_lib.make_rank_fn(net, beam_width=beam_width))
+  metrics, seconds = {}, {}
+  for name in ('valid', 'test'):
+    examples = getattr(exp.split, name)
+    start = time.perf_counter()
+    metrics[name] = evaluate_split(rank_fn, params, exp, examples,
+                                   batch_size=config.eval.batch_size,
+                                   beam_width=beam_width)
+    seconds[name] = time.perf_counter() - start
+  return metrics, seconds
+
+
+def results_table(results: dict[str, Any]) -> str:
+  """Markdown table of the final metrics (rows: stage x split)."""
+  keys = [f'{m}@{k}' for m in ('hr', 'ndcg') for k in REPORT_CUTOFFS]
+  keys += ['coverage@10', 'long_tail_share@10', 'distinct_l1@10',
+           'distinct_l2@10']
+  header = '| stage | split | ' + ' | '.join(keys) + ' |'
+  lines = [header, '|' + '---|' * (len(keys) + 2)]
+  for stage, by_split in results['metrics'].items():
+    for split_name, m in by_split.items():
+      cells = [f'{m[k]:.4f}' if k in m else '' for k in keys]
+      lines.append(f'| {stage} | {split_name} | ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
+                       ) -> dict[str, Any]:
+  """Runs the configured stages, evaluates, writes WORKDIR/results.json."""
+  start = time.perf_counter()
+  os.makedirs(workdir, exist_ok=True)
+  exp = experiment_lib.load_experiment(config, workdir)
+  net = policy.PolicyValueNet(experiment_lib.policy_config(config, exp))
+  keys = run_keys(config.seed)
+  is_main = jax.process_index() == 0
+  writer = metrics_writer.MetricWriter(workdir, enabled=is_main)
+  stages = tuple(config.stages)
+  unknown = set(stages) - {'sft'}
+  if unknown:
+    raise experiment_lib.ConfigError(
+        f'config.stages={stages}: unknown stage(s) {sorted(unknown)}')
+  results: dict[str, Any] = {
+      'config': config.to_dict(), 'git_commit': git_commit(),
+      'dataset': {'name': exp.dataset.name, 'users': exp.dataset.num_users,
+                  'items': exp.dataset.num_items,
+                  'train_examples': len(exp.split.train),
+                  'protocol': exp.split.protocol,
+                  'sid_source': exp.sid_source,
+                  'num_levels': exp.num_levels},
+      'eval': {'beam_width': config.eval.beam_width,
+               'ranking': 'full catalogue, constrained beam search'},
+      'stages': {}, 'metrics': {}, 'timings': {}}
+  params = None
+  if 'sft' in stages:
+    params, summary = run_sft(config, exp, net, keys, writer, workdir)
+    results['stages']['sft'] = summary
+    if params is None:            # stopped early on purpose: resume later
+      writer.close()
+      return results
+    results['metrics']['sft'], results['timings']['sft_eval_s'] = (
+        final_evaluation(config, exp, net, params))
+  results['timings']['wall_s'] = time.perf_counter() - start
+  results['device'] = str(jax.devices()[0].device_kind)
+  writer.close()
+  if is_main:
+    files.write_json(os.path.join(workdir, 'results.json'), results)
+    table = results_table(results)
+    print(f'\nResults ({exp.dataset.name}, {exp.split.protocol}, full '
+          f'ranking, beam {config.eval.beam_width}):\n{table}', flush=True)
+  return results
