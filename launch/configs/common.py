@@ -20,6 +20,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.data.max_history = 20
 
   config.model = ml_collections.ConfigDict()
+  config.model.kind = 'sid'                # generative SID policy
   config.model.width = 128
   config.model.num_layers = 2
   config.model.num_heads = 4

@@ -21,9 +21,8 @@ from vstar_jax import metrics_writer
 from vstar_jax.data import files
 from vstar_jax.data import pipeline
 from vstar_jax.eval import evaluate as evaluate_lib
-from vstar_jax.eval import ranking
 from vstar_jax.models import policy
-from vstar_jax.train import sft
+from vstar_jax.train import recommender
 from vstar_jax.train import state as state_lib
 
 REPORT_CUTOFFS = (1, 3, 5, 10, 20)
@@ -87,7 +86,7 @@ def _mean_metrics(pending: list[dict[str, jax.Array]]) -> dict[str, float]:
   return out
 
 
-def run_sft(config: ml_collections.ConfigDict, exp, net, keys, writer,
+def run_sft(config: ml_collections.ConfigDict, exp, model, keys, writer,
             workdir: str) -> tuple[Any, dict[str, Any]]:
   """Trains the policy by SFT; returns (best params, stage summary)."""
   c = config.sft
@@ -107,9 +106,10 @@ def run_sft(config: ml_collections.ConfigDict, exp, net, keys, writer,
       learning_rate=c.learning_rate, total_steps=total_steps,
       warmup_steps=c.warmup_steps, weight_decay=c.weight_decay,
       grad_clip=c.grad_clip)
-  params = jax.jit(policy.init_params, static_argnums=0)(net.cfg, keys['init'])
+  params = jax.jit(model.init)(keys['init'])
   state = state_lib.TrainState.create(params, tx)
-  logging.info('Policy parameters: %d', policy.num_params(params))
+  logging.info('%s model parameters: %d', model.kind,
+               policy.num_params(params))
 
   ckpt = checkpointing.Checkpointer(
       os.path.join(workdir, 'checkpoints', 'sft'), keep=config.checkpoint.keep)
@@ -121,10 +121,8 @@ def run_sft(config: ml_collections.ConfigDict, exp, net, keys, writer,
     iterator.restore(meta['data'])
   start_step = int(jax.device_get(state.step))
 
-  step_fn = jax.jit(sft.make_sft_step(net, constrained=c.constrained_softmax),
-                    donate_argnums=0)
-  rank_fn = jax.jit(evaluate_lib.make_rank_fn(
-      net, beam_width=config.eval.valid_beam))
+  step_fn = jax.jit(model.train_step, donate_argnums=0)
+  rank_fn = jax.jit(model.make_rank_fn(config.eval.valid_beam))
   valid_subset = experiment_lib.fixed_subset(
       exp.split.valid, config.eval.valid_subset, config.seed)
   trie = exp.trie
@@ -191,14 +189,14 @@ def run_sft(config: ml_collections.ConfigDict, exp, net, keys, writer,
   return best_params, summary
 
 
-def final_evaluation(config, exp, net, params):
+def final_evaluation(config, exp, model, params):
   """Full valid and test evaluation at the reporting beam width.
 
   Returns:
     (metrics {split: {name: value}}, seconds {split: wall time}).
   """
   beam_width = config.eval.beam_width
-  rank_fn = jax.jit(evaluate_lib.make_rank_fn(net, beam_width=beam_width))
+  rank_fn = jax.jit(model.make_rank_fn(beam_width))
   metrics, seconds = {}, {}
   for name in ('valid', 'test'):
     examples = getattr(exp.split, name)
@@ -230,7 +228,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   start = time.perf_counter()
   os.makedirs(workdir, exist_ok=True)
   exp = experiment_lib.load_experiment(config, workdir)
-  net = policy.PolicyValueNet(experiment_lib.policy_config(config, exp))
+  model = recommender.from_config(config, exp)
   keys = run_keys(config.seed)
   is_main = jax.process_index() == 0
   writer = metrics_writer.MetricWriter(workdir, enabled=is_main)
@@ -248,17 +246,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
                   'sid_source': exp.sid_source,
                   'num_levels': exp.num_levels},
       'eval': {'beam_width': config.eval.beam_width,
-               'ranking': 'full catalogue, constrained beam search'},
+               'ranking': model.ranking},
       'stages': {}, 'metrics': {}, 'timings': {}}
   params = None
   if 'sft' in stages:
-    params, summary = run_sft(config, exp, net, keys, writer, workdir)
+    params, summary = run_sft(config, exp, model, keys, writer, workdir)
     results['stages']['sft'] = summary
     if params is None:            # stopped early on purpose: resume later
       writer.close()
       return results
     results['metrics']['sft'], results['timings']['sft_eval_s'] = (
-        final_evaluation(config, exp, net, params))
+        final_evaluation(config, exp, model, params))
   results['timings']['wall_s'] = time.perf_counter() - start
   results['device'] = str(jax.devices()[0].device_kind)
   writer.close()
