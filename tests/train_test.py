@@ -131,6 +131,19 @@ def test_binary_smoke_and_bad_config(tmp_path):
   assert 0.0 <= results['metrics']['sft']['test']['ndcg@10'] <= 1.0
   assert results['eval']['beam_width'] == 20
   assert '| sft | test |' in out.stdout
+  # The run re-evaluates and recommends from its own work directory.
+  ev = subprocess.run([sys.executable, '-m', 'launch.evaluate',
+                       f'--workdir={tmp_path / "w"}'], cwd=conftest.REPO_ROOT,
+                      env=env, capture_output=True, text=True, timeout=300)
+  assert ev.returncode == 0, ev.stderr[-2000:]
+  again = json.loads((tmp_path / 'w' / 'eval_sft_beam20.json').read_text())
+  assert again['metrics'] == results['metrics']['sft']
+  rec = subprocess.run([sys.executable, '-m', 'launch.recommend',
+                        f'--workdir={tmp_path / "w"}', '--user=3',
+                        '--top_k=5'], cwd=conftest.REPO_ROOT, env=env,
+                       capture_output=True, text=True, timeout=300)
+  assert rec.returncode == 0, rec.stderr[-2000:]
+  assert rec.stdout.count('Toy item') == 5 + 5   # history tail + top 5
   bad = subprocess.run(cmd[:-1] + [f'--workdir={tmp_path / "b"}',
                                    '--config.model.num_heads=3'],
                        cwd=conftest.REPO_ROOT, env=env, capture_output=True,

@@ -180,6 +180,7 @@ def run_sft(config: ml_collections.ConfigDict, exp, model, keys, writer,
     return None, {'steps': step, 'interrupted': True}
   best_params, _ = ckpt.restore_best(state.params)
   ckpt.close()
+  del state
   summary = {'steps': step, 'steps_per_epoch': steps_per_epoch,
              'best_step': meta['best_step'],
              'best_valid_subset_ndcg@10': meta['best'],
@@ -228,6 +229,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   start = time.perf_counter()
   os.makedirs(workdir, exist_ok=True)
   exp = experiment_lib.load_experiment(config, workdir)
+  if jax.process_index() == 0:      # launch.evaluate/recommend rebuild from it
+    files.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
   model = recommender.from_config(config, exp)
   keys = run_keys(config.seed)
   is_main = jax.process_index() == 0
@@ -266,3 +269,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     print(f'\nResults ({exp.dataset.name}, {exp.split.protocol}, full '
           f'ranking, beam {config.eval.beam_width}):\n{table}', flush=True)
   return results
+
+
+def restore_params(config: ml_collections.ConfigDict, model, workdir: str,
+                   stage: str):
+  """Best-on-validation parameters of a finished stage of a run."""
+  like = jax.eval_shape(model.init, jax.random.key(0))
+  if not os.path.isdir(os.path.join(workdir, 'checkpoints', stage, 'best')):
+    raise experiment_lib.ConfigError(
+        f'{workdir}: no best checkpoint for stage {stage!r}')
+  ckpt = checkpointing.Checkpointer(
+      os.path.join(workdir, 'checkpoints', stage),
+      keep=config.checkpoint.keep)
+  restored = ckpt.restore_best(like)
+  ckpt.close()
+  if restored is None:
+    raise experiment_lib.ConfigError(
+        f'{workdir}: no best checkpoint for stage {stage!r}')
+  return restored[0]
+
+
+def load_run_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a run was started with (WORKDIR/config.json)."""
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    raise experiment_lib.ConfigError(
+        f'{path}: not found; is {workdir} a launch.train work directory?')
+  return ml_collections.ConfigDict(files.read_json(path))

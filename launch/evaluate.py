@@ -1,0 +1,53 @@
+"""Re-evaluates the best checkpoint of a training run.
+
+  python -m launch.evaluate --workdir=runs/default
+  python -m launch.evaluate --workdir=runs/default --beam_width=20 --stage=sft
+
+Prints the Markdown table and writes WORKDIR/eval_<stage>_beam<K>.json.
+"""
+import os
+
+from absl import app
+from absl import flags
+import jax
+
+from launch import runtime
+from vstar_jax import experiment
+from vstar_jax.data import files
+from vstar_jax.train import loop
+from vstar_jax.train import recommender
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory.',
+                               required=True)
+_STAGE = flags.DEFINE_string('stage', 'sft', 'Training stage to evaluate.')
+_BEAM = flags.DEFINE_integer('beam_width', None,
+                             'Ranked list length; default: the run config.')
+
+
+def _evaluate():
+  config = loop.load_run_config(_WORKDIR.value)
+  if _BEAM.value is not None:
+    config.eval.beam_width = _BEAM.value
+  exp = experiment.load_experiment(config, _WORKDIR.value)
+  model = recommender.from_config(config, exp)
+  params = loop.restore_params(config, model, _WORKDIR.value, _STAGE.value)
+  metrics, seconds = loop.final_evaluation(config, exp, model, params)
+  out = {'stage': _STAGE.value, 'beam_width': config.eval.beam_width,
+         'metrics': metrics, 'seconds': seconds,
+         'git_commit': loop.git_commit()}
+  path = os.path.join(_WORKDIR.value, f'eval_{_STAGE.value}_beam'
+                      f'{config.eval.beam_width}.json')
+  files.write_json(path, out)
+  print(loop.results_table({'metrics': {_STAGE.value: metrics}}))
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  jax.config.update('jax_threefry_partitionable', True)
+  runtime.run_main('evaluate', _evaluate)
+
+
+if __name__ == '__main__':
+  jax.config.config_with_absl()
+  app.run(main)
