@@ -1,0 +1,98 @@
+"""Rollouts on the transformer policy: valid groups, exact costs, and VED's
+cached node evaluations equal teacher forcing of the same prefixes."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vstar_jax.models import policy
+from vstar_jax.rl import rollout as rollout_lib
+from vstar_jax.sid import trie as trie_lib
+from vstar_jax.ved import search
+
+CFG = policy.PolicyConfig(num_levels=3, vocab_size=5, max_history=4,
+                          width=32, num_layers=1, num_heads=2,
+                          dropout_rate=0.0, value_width=8)
+
+
+@pytest.fixture(scope='module')
+def setup():
+  rng = np.random.default_rng(0)
+  sids = np.array(sorted({tuple(int(c) for c in rng.integers(0, 5, 3))
+                          for _ in range(70)}), np.int32)
+  trie = trie_lib.build_trie(sids, vocab_size=5)
+  params = jax.jit(policy.init_params, static_argnums=0)(
+      CFG, jax.random.key(0))
+  history = jnp.asarray(rng.integers(0, len(sids), (3, 4)), jnp.int32)
+  mask = jnp.ones((3, 4), bool).at[0, :2].set(False)
+  return sids, trie, params, history, mask
+
+
+def _run(setup, cfg):
+  sids, trie, params, history, mask = setup
+  net = policy.PolicyValueNet(CFG)
+  fn = jax.jit(functools.partial(rollout_lib.rollout, net, cfg=cfg))
+  return fn(params, trie, jax.random.key(1), history, mask)
+
+
+@pytest.mark.parametrize('kind', ['ved', 'beam', 'sample'])
+def test_groups_valid_and_costs(setup, kind):
+  sids = setup[0]
+  cfg = rollout_lib.RolloutConfig(
+      kind=kind, num_candidates=6, beam_width=8,
+      ved=search.VedConfig(budget=20, init_beam=2, num_candidates=6))
+  cands = _run(setup, cfg)
+  items = np.asarray(cands.items)
+  mask = np.asarray(cands.mask)
+  assert mask.all()
+  for b in range(3):
+    np.testing.assert_array_equal(np.asarray(cands.codes[b]), sids[items[b]])
+    if kind != 'sample':
+      assert len(set(items[b])) == 6
+  want = {'ved': 20, 'beam': 1 + 2 * 8, 'sample': 1 + 2 * 6}[kind]
+  if kind == 'ved':
+    assert (np.asarray(cands.cost) <= want).all()
+  else:
+    assert (np.asarray(cands.cost) == want).all()
+  assert np.isfinite(np.asarray(cands.logp)).all()
+
+
+def test_ved_node_values_equal_teacher_forcing(setup):
+  _, trie, params, history, mask = setup
+  net = policy.PolicyValueNet(CFG)
+  hist_codes = jnp.take(trie.codes, history, axis=0)
+
+  @jax.jit
+  def run(params):
+    ctx = net.apply({'params': params}, hist_codes, mask,
+                    method=net.encode_history)
+    evaluate, cache_like = rollout_lib.transformer_evaluator(net, params, ctx)
+    return search.ved_search(evaluate, trie, jax.random.key(2), batch=3,
+                             cache_like=cache_like,
+                             cfg=search.VedConfig(budget=20, init_beam=2,
+                                                  num_candidates=6))
+  cands, _ = run(params)
+
+  @jax.jit
+  def teacher_forced(params, cands):
+    """Values and constrained log-probs of every candidate's SID."""
+    rep = lambda x: jnp.repeat(x, 6, axis=0)
+    codes = cands.codes.reshape(18, 3)
+    logits, values = net.apply({'params': params}, rep(hist_codes),
+                               rep(mask), codes)
+    prefixes = trie.item_prefix_idx[cands.items.reshape(18)]
+    valid = jnp.stack([trie_lib.valid_next_mask(trie, l, prefixes[:, l])
+                       for l in range(3)], 1)
+    logp = policy.masked_log_softmax(logits, valid)
+    tok = jnp.take_along_axis(logp, codes[..., None], -1)[..., 0].sum(-1)
+    return values[:, -1].reshape(3, 6), tok.reshape(3, 6)
+
+  values, logp = teacher_forced(params, cands)
+  evaluated = np.asarray(cands.evaluated)
+  assert evaluated.any()
+  np.testing.assert_allclose(np.asarray(cands.value)[evaluated],
+                             np.asarray(values)[evaluated], atol=1e-4)
+  np.testing.assert_allclose(np.asarray(cands.logp), np.asarray(logp),
+                             atol=1e-4)
