@@ -108,8 +108,8 @@ def test_ranking_reward_hand_computed():
   logp = jnp.array([-1., -0.5, -3., -2.])     # ranks: 1, 0, 3, 2
   mask = jnp.array([True, True, True, True])
   r = np.asarray(rewards.ranking_reward(items, logp, mask, 9))
-  a = {0: 1 / math.log2(2), 1: 1 / math.log2(3), 2: 1 / math.log2(4)}
-  s = a[0] + a[1] + a[2]                      # non-target ranks 1, 0, 2
+  a = {r: 1 / math.log2(r + 2) for r in range(4)}
+  s = sum(a.values())                         # over all four ranks
   np.testing.assert_allclose(r, [-a[1] / s, -a[0] / s, 1.0, -a[2] / s],
                              rtol=1e-6)
   absent = np.asarray(rewards.ranking_reward(items, logp, mask, 3))

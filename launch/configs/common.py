@@ -6,7 +6,11 @@ def base_config() -> ml_collections.ConfigDict:
   """All fields a run reads, with CPU-sized defaults."""
   config = ml_collections.ConfigDict()
   config.seed = 0
-  config.stages = ('sft',)
+  config.stages = 'sft'                    # comma-separated: 'sft', 'sft,rl', 'rl'
+  # A run directory whose SFT best checkpoint starts RL when 'sft' is not
+  # among the stages.
+  config.init_from = ''
+
   config.log_every = 50
   # > 0: stop after this many optimizer steps in this invocation, with a
   # checkpoint (job time limits, resume tests); rerun to continue.
@@ -41,6 +45,42 @@ def base_config() -> ml_collections.ConfigDict:
   config.sft.constrained_softmax = True
   config.sft.eval_every = 500
   config.sft.early_stop_patience = 4       # evaluations without improvement
+
+  # RL rollouts (spec section 5); costs are decoder tokens per prompt.
+  config.rollout = ml_collections.ConfigDict()
+  config.rollout.kind = 'ved'              # 'ved' | 'beam' | 'sample'
+  config.rollout.num_candidates = 16       # G
+  config.rollout.beam_width = 16           # for kind='beam'
+  config.rollout.temperature = 1.0
+  config.rollout.ved_init_beam = 8         # B0
+  config.rollout.ved_kappa = 2.0           # budget = kappa * (1 + (L-1) B0)
+  config.rollout.ved_budget = 0            # > 0 overrides kappa
+  config.rollout.ved_lambda = 0.1          # entropy weight in G(s)
+  config.rollout.ved_beta = 1.0            # UCB exploration weight
+
+  # V-STAR RL (spec sections 6-8).
+  config.rl = ml_collections.ConfigDict()
+  config.rl.batch_size = 64                # prompts per update
+  config.rl.num_epochs = 1
+  config.rl.num_steps = 0                  # > 0 overrides num_epochs
+  config.rl.learning_rate = 1e-4
+  config.rl.value_learning_rate = 1e-3
+  config.rl.warmup_steps = 10
+  config.rl.weight_decay = 0.0
+  config.rl.grad_clip = 0.3
+  config.rl.reward = 'ranking'             # 'ranking' | 'exact' | 'prefix'
+  config.rl.grpo_weight = 1.0
+  config.rl.sibling_alpha = 1.0            # 0: plain GRPO
+  config.rl.clip_eps = 0.2
+  config.rl.kl_beta = 1e-3
+  config.rl.value_coef = 0.5               # 0: no value training
+  config.rl.gamma = 0.99
+  config.rl.step_weights = (0.3, 0.5, 1.0)  # one per SID level
+  config.rl.value_warmup_steps = 0         # value-only steps before RL
+  config.rl.item_embeddings = 'text'       # dense reward embeddings
+  config.rl.embedding_cache_dir = '.cache/embeddings'
+  config.rl.eval_every = 100
+  config.rl.early_stop_patience = 0
 
   config.eval = ml_collections.ConfigDict()
   config.eval.beam_width = 50              # reporting width

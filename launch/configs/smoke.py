@@ -1,6 +1,8 @@
 """Smoke test config: the synthetic toy dataset, a tiny model, seconds.
 
   python -m launch.train --config=launch/configs/smoke.py --workdir=/tmp/smoke
+  python -m launch.train --config=launch/configs/smoke.py --workdir=/tmp/rl \
+      --config.stages=sft,rl
 """
 from launch.configs import common
 
@@ -26,4 +28,11 @@ def get_config():
   config.eval.valid_subset = 0
   config.eval.batch_size = 16
   config.checkpoint.every_steps = 4
+  config.rollout.num_candidates = 6
+  config.rollout.beam_width = 6
+  config.rollout.ved_init_beam = 2
+  config.rl.batch_size = 8
+  config.rl.num_steps = 3
+  config.rl.eval_every = 2
+  config.rl.value_warmup_steps = 1
   return config

@@ -19,8 +19,8 @@ def ranking_reward(items, logp, mask, target):
 
   1 for the target; if the target is in the group, each other candidate gets
   -a_r / S with a_r = 1 / log2(r + 2), r its 0-based rank in the group by
-  rollout log-prob and S the sum of a_r over those non-target candidates
-  (so the penalties sum to -1); 0 for all when the target is absent.
+  rollout log-prob and S = sum_r a_r over all the group's ranks; 0 for all
+  when the target is absent.
   """
   chex.assert_rank([items, logp, mask], 1)
   hit = _hits(items, mask, target)
@@ -30,7 +30,7 @@ def ranking_reward(items, logp, mask, target):
   rank = jnp.zeros_like(order).at[order].set(jnp.arange(order.shape[0]))
   a = 1.0 / jnp.log2(rank.astype(jnp.float32) + 2.0)
   neg = mask & ~hit
-  total = jnp.maximum(jnp.where(neg, a, 0.).sum(), 1e-12)
+  total = jnp.maximum(jnp.where(mask, a, 0.).sum(), 1e-12)
   penalty = jnp.where(neg & hit.any(), -a / total, 0.)
   return jnp.where(hit, 1.0, penalty)
 

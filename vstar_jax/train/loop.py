@@ -12,6 +12,7 @@ from typing import Any
 
 from absl import logging
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -22,8 +23,14 @@ from vstar_jax.data import files
 from vstar_jax.data import pipeline
 from vstar_jax.eval import evaluate as evaluate_lib
 from vstar_jax.models import policy
+from vstar_jax.decoding import beam as beam_lib
+from vstar_jax.rl import item_embeddings
+from vstar_jax.rl import rewards as rewards_lib
+from vstar_jax.rl import rollout as rollout_lib
+from vstar_jax.rl import step as rl_step_lib
 from vstar_jax.train import recommender
 from vstar_jax.train import state as state_lib
+from vstar_jax.ved import search
 
 REPORT_CUTOFFS = (1, 3, 5, 10, 20)
 
@@ -86,108 +93,209 @@ def _mean_metrics(pending: list[dict[str, jax.Array]]) -> dict[str, float]:
   return out
 
 
-def run_sft(config: ml_collections.ConfigDict, exp, model, keys, writer,
-            workdir: str) -> tuple[Any, dict[str, Any]]:
-  """Trains the policy by SFT; returns (best params, stage summary)."""
-  c = config.sft
-  process_index, process_count = jax.process_index(), jax.process_count()
+def _stage_iterator(config, exp, batch_size: int, name: str):
   iterator = pipeline.BatchIterator(
-      exp.split.train, batch_size=c.batch_size, seed=config.seed,
-      shuffle=True, drop_remainder=True, process_index=process_index,
-      process_count=process_count)
-  steps_per_epoch = iterator.batches_per_epoch
-  if steps_per_epoch == 0:
+      exp.split.train, batch_size=batch_size, seed=config.seed,
+      shuffle=True, drop_remainder=True, process_index=jax.process_index(),
+      process_count=jax.process_count())
+  if iterator.batches_per_epoch == 0:
     raise experiment_lib.ConfigError(
-        f'config.sft.batch_size={c.batch_size} exceeds the '
+        f'config.{name}.batch_size={batch_size} exceeds the '
         f'{len(exp.split.train)} training examples')
-  total_steps = c.num_steps if c.num_steps > 0 else (
-      c.num_epochs * steps_per_epoch)
-  tx = state_lib.make_optimizer(
-      learning_rate=c.learning_rate, total_steps=total_steps,
-      warmup_steps=c.warmup_steps, weight_decay=c.weight_decay,
-      grad_clip=c.grad_clip)
-  params = jax.jit(model.init)(keys['init'])
-  state = state_lib.TrainState.create(params, tx)
-  logging.info('%s model parameters: %d', model.kind,
-               policy.num_params(params))
+  return iterator
 
+
+def _run_stage(name: str, config, exp, model, writer, workdir: str, *,
+               state, frozen, step, iterator, total_steps: int,
+               eval_every: int, patience: int, batch_size: int):
+  """The host loop shared by every training stage.
+
+  Args:
+    name: stage name (checkpoint subdirectory and metric prefix).
+    config, exp, model, writer, workdir: the run.
+    state: initial TrainState (replaced by the latest checkpoint if any).
+    frozen: pytree saved with the state and passed to `step` unchanged
+      (e.g. the RL reference policy).
+    step: jitted step(state, frozen, batch) -> (state, metrics dict).
+    iterator: the stage's BatchIterator (its position is checkpointed).
+    total_steps: optimizer steps of the stage.
+    eval_every: validation cadence (steps); the best is checkpointed.
+    patience: early stop after this many evaluations without improvement
+      (0: never).
+    batch_size: for throughput logs.
+
+  Returns:
+    (best params or None if stopped early on purpose, summary dict).
+  """
   ckpt = checkpointing.Checkpointer(
-      os.path.join(workdir, 'checkpoints', 'sft'), keep=config.checkpoint.keep)
+      os.path.join(workdir, 'checkpoints', name), keep=config.checkpoint.keep)
   meta = {'data': iterator.state(), 'best': -1.0, 'best_step': -1,
           'bad_evals': 0, 'stopped': False, 'train_time_s': 0.0}
-  restored = ckpt.restore_latest(state)
+  restored = ckpt.restore_latest({'state': state, 'frozen': frozen})
   if restored is not None:
-    state, meta = restored
+    tree, meta = restored
+    state, frozen = tree['state'], tree['frozen']
     iterator.restore(meta['data'])
   start_step = int(jax.device_get(state.step))
-
-  step_fn = jax.jit(model.train_step, donate_argnums=0)
   rank_fn = jax.jit(model.make_rank_fn(config.eval.valid_beam))
   valid_subset = experiment_lib.fixed_subset(
       exp.split.valid, config.eval.valid_subset, config.seed)
-  trie = exp.trie
-  dropout_key = keys['dropout']
 
-  def save(step):
+  def save(step_num):
     meta['data'] = iterator.state()
-    if ckpt.latest.latest_step() != step:
-      ckpt.save(step, state, meta)
+    if ckpt.latest.latest_step() != step_num:
+      ckpt.save(step_num, {'state': state, 'frozen': frozen}, meta)
 
-  throughput = _Throughput(start_step, total_steps, c.batch_size)
+  throughput = _Throughput(start_step, total_steps, batch_size)
   pending = []
-  step = start_step
+  step_num = start_step
   t_start = time.perf_counter() - meta['train_time_s']
   stop_at = (start_step + config.stop_after_steps
              if config.stop_after_steps > 0 else total_steps)
-  while step < min(total_steps, stop_at) and not meta['stopped']:
+  while step_num < min(total_steps, stop_at) and not meta['stopped']:
     batch = jax.device_put(next(iterator))
     with jax.transfer_guard('disallow'):   # the hot loop: no implicit copies
-      state, metrics = step_fn(state, batch, trie, dropout_key)
+      state, metrics = step(state, frozen, batch)
     pending.append(metrics)
-    step += 1
-    if step % config.log_every == 0 or step == total_steps:
+    step_num += 1
+    if step_num % config.log_every == 0 or step_num == total_steps:
       scalars = _mean_metrics(pending)
-      scalars.update(throughput(step))
-      scalars['epoch'] = step / steps_per_epoch
-      writer.write_scalars(step, scalars, prefix='sft/')
+      scalars.update(throughput(step_num))
+      scalars['epoch'] = step_num / iterator.batches_per_epoch
+      writer.write_scalars(step_num, scalars, prefix=f'{name}/')
       pending = []
-    if step % c.eval_every == 0 or step == total_steps:
+    if step_num % eval_every == 0 or step_num == total_steps:
       m = evaluate_split(rank_fn, state.params, exp, valid_subset,
                          batch_size=config.eval.batch_size,
                          beam_width=config.eval.valid_beam, diversity=False)
       ndcg = m['ndcg@10']
-      writer.write_scalars(step, {'ndcg@10': ndcg, 'hr@10': m['hr@10']},
-                           prefix='sft/valid_subset/')
+      writer.write_scalars(step_num, {'ndcg@10': ndcg, 'hr@10': m['hr@10']},
+                           prefix=f'{name}/valid_subset/')
       if ndcg > meta['best']:
-        meta.update(best=ndcg, best_step=step, bad_evals=0)
-        ckpt.save_best(step, state.params, {'ndcg@10': ndcg})
+        meta.update(best=ndcg, best_step=step_num, bad_evals=0)
+        ckpt.save_best(step_num, state.params, {'ndcg@10': ndcg})
       else:
         meta['bad_evals'] += 1
-        if 0 < c.early_stop_patience <= meta['bad_evals']:
-          logging.info('Early stop at step %d (best %.4f at step %d)', step,
-                       meta['best'], meta['best_step'])
+        if 0 < patience <= meta['bad_evals']:
+          logging.info('%s: early stop at step %d (best %.4f at step %d)',
+                       name, step_num, meta['best'], meta['best_step'])
           meta['stopped'] = True
-    if step % config.checkpoint.every_steps == 0 and step < total_steps:
+    if (step_num % config.checkpoint.every_steps == 0 and
+        step_num < total_steps):
       meta['train_time_s'] = time.perf_counter() - t_start
-      save(step)
+      save(step_num)
   meta['train_time_s'] = time.perf_counter() - t_start
-  save(step)
+  save(step_num)
   writer.flush()
-  if step < total_steps and not meta['stopped']:
+  if step_num < total_steps and not meta['stopped']:
     logging.info('Stopped after %d steps (config.stop_after_steps); rerun '
-                 'the same command to resume.', step - start_step)
+                 'the same command to resume.', step_num - start_step)
     ckpt.close()
-    return None, {'steps': step, 'interrupted': True}
+    return None, {'steps': step_num, 'interrupted': True}
   best_params, _ = ckpt.restore_best(state.params)
   ckpt.close()
-  del state
-  summary = {'steps': step, 'steps_per_epoch': steps_per_epoch,
+  summary = {'steps': step_num,
+             'steps_per_epoch': iterator.batches_per_epoch,
              'best_step': meta['best_step'],
              'best_valid_subset_ndcg@10': meta['best'],
              'early_stopped': meta['stopped'],
              'train_time_s': meta['train_time_s'],
              'num_params': policy.num_params(best_params)}
   return best_params, summary
+
+
+def run_sft(config: ml_collections.ConfigDict, exp, model, keys, writer,
+            workdir: str) -> tuple[Any, dict[str, Any]]:
+  """Trains the model by SFT; returns (best params, stage summary)."""
+  c = config.sft
+  iterator = _stage_iterator(config, exp, c.batch_size, 'sft')
+  total_steps = c.num_steps if c.num_steps > 0 else (
+      c.num_epochs * iterator.batches_per_epoch)
+  tx = state_lib.make_optimizer(
+      learning_rate=c.learning_rate, total_steps=total_steps,
+      warmup_steps=c.warmup_steps, weight_decay=c.weight_decay,
+      grad_clip=c.grad_clip)
+  params = jax.jit(model.init)(keys['init'])
+  logging.info('%s model parameters: %d', model.kind,
+               policy.num_params(params))
+  step_fn = jax.jit(model.train_step, donate_argnums=0)
+  trie, dropout_key = exp.trie, keys['dropout']
+  return _run_stage(
+      'sft', config, exp, model, writer, workdir,
+      state=state_lib.TrainState.create(params, tx), frozen={},
+      step=lambda state, _, batch: step_fn(state, batch, trie, dropout_key),
+      iterator=iterator, total_steps=total_steps, eval_every=c.eval_every,
+      patience=c.early_stop_patience, batch_size=c.batch_size)
+
+
+def rollout_config(config, num_levels: int) -> rollout_lib.RolloutConfig:
+  r = config.rollout
+  budget = r.ved_budget if r.ved_budget > 0 else round(
+      r.ved_kappa * beam_lib.decode_cost(num_levels, r.ved_init_beam))
+  cfg = rollout_lib.RolloutConfig(
+      kind=r.kind, num_candidates=r.num_candidates, beam_width=r.beam_width,
+      temperature=r.temperature,
+      ved=search.VedConfig(
+          budget=budget, init_beam=r.ved_init_beam,
+          num_candidates=r.num_candidates, lam=r.ved_lambda,
+          beta=r.ved_beta, temperature=r.temperature))
+  try:
+    cfg.validate(num_levels)
+  except ValueError as e:
+    raise experiment_lib.ConfigError(f'config.rollout: {e}') from None
+  return cfg
+
+
+def rl_objective_config(config, num_levels: int) -> rl_step_lib.RLConfig:
+  c = config.rl
+  weights = tuple(c.step_weights)
+  if len(weights) != num_levels:
+    raise experiment_lib.ConfigError(
+        f'config.rl.step_weights={weights} needs one weight per SID level '
+        f'(L={num_levels})')
+  if c.reward not in rewards_lib.REWARD_KINDS:
+    raise experiment_lib.ConfigError(
+        f'config.rl.reward={c.reward!r}: expected one of '
+        f'{rewards_lib.REWARD_KINDS}')
+  return rl_step_lib.RLConfig(
+      reward=c.reward, grpo_weight=c.grpo_weight,
+      sibling_alpha=c.sibling_alpha, clip_eps=c.clip_eps, kl_beta=c.kl_beta,
+      value_coef=c.value_coef, gamma=c.gamma, step_weights=weights,
+      value_warmup_steps=c.value_warmup_steps)
+
+
+def run_rl(config: ml_collections.ConfigDict, exp, model, keys, writer,
+           workdir: str, init_params) -> tuple[Any, dict[str, Any]]:
+  """V-STAR RL from `init_params` (the frozen reference is a copy)."""
+  if model.net is None:
+    raise experiment_lib.ConfigError(
+        f'config.model.kind={model.kind!r} has no SID policy for RL')
+  c = config.rl
+  iterator = _stage_iterator(config, exp, c.batch_size, 'rl')
+  total_steps = c.value_warmup_steps + (
+      c.num_steps if c.num_steps > 0 else
+      c.num_epochs * iterator.batches_per_epoch)
+  tx = state_lib.make_rl_optimizer(
+      policy_lr=c.learning_rate, value_lr=c.value_learning_rate,
+      total_steps=total_steps, warmup_steps=c.warmup_steps,
+      value_warmup_steps=c.value_warmup_steps, weight_decay=c.weight_decay,
+      grad_clip=c.grad_clip, param_labels=rl_step_lib.value_param_label)
+  num_levels = exp.num_levels
+  step_fn = jax.jit(rl_step_lib.make_rl_step(
+      model.net, rollout_config(config, num_levels),
+      rl_objective_config(config, num_levels)), donate_argnums=0)
+  item_emb = jax.device_put(item_embeddings.load_item_embeddings(
+      c.item_embeddings, exp.dataset, c.embedding_cache_dir))
+  trie, rollout_key = exp.trie, keys['rollout']
+  return _run_stage(
+      'rl', config, exp, model, writer, workdir,
+      state=state_lib.TrainState.create(init_params, tx),
+      # A copy: the state's buffers are donated every step.
+      frozen={'reference': jax.tree_util.tree_map(jnp.copy, init_params)},
+      step=lambda state, frozen, batch: step_fn(
+          state, frozen['reference'], batch, trie, item_emb, rollout_key),
+      iterator=iterator, total_steps=total_steps, eval_every=c.eval_every,
+      patience=c.early_stop_patience, batch_size=c.batch_size)
 
 
 def final_evaluation(config, exp, model, params):
@@ -235,11 +343,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   keys = run_keys(config.seed)
   is_main = jax.process_index() == 0
   writer = metrics_writer.MetricWriter(workdir, enabled=is_main)
-  stages = tuple(config.stages)
-  unknown = set(stages) - {'sft'}
-  if unknown:
+  stages = tuple(s.strip() for s in config.stages.split(',') if s.strip())
+  unknown = set(stages) - {'sft', 'rl'}
+  if unknown or not stages:
     raise experiment_lib.ConfigError(
-        f'config.stages={stages}: unknown stage(s) {sorted(unknown)}')
+        f'config.stages={stages}: expected a sequence of \'sft\' and/or '
+        '\'rl\'')
   results: dict[str, Any] = {
       'config': config.to_dict(), 'git_commit': git_commit(),
       'dataset': {'name': exp.dataset.name, 'users': exp.dataset.num_users,
@@ -259,6 +368,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
       writer.close()
       return results
     results['metrics']['sft'], results['timings']['sft_eval_s'] = (
+        final_evaluation(config, exp, model, params))
+  if 'rl' in stages:
+    if params is None:
+      if not config.init_from:
+        raise experiment_lib.ConfigError(
+            'config.stages has rl without sft: set config.init_from to a '
+            'run directory with an SFT checkpoint')
+      params = restore_params(config, model, config.init_from, 'sft')
+    params, summary = run_rl(config, exp, model, keys, writer, workdir,
+                             params)
+    results['stages']['rl'] = summary
+    if params is None:
+      writer.close()
+      return results
+    results['metrics']['rl'], results['timings']['rl_eval_s'] = (
         final_evaluation(config, exp, model, params))
   results['timings']['wall_s'] = time.perf_counter() - start
   results['device'] = str(jax.devices()[0].device_kind)
