@@ -2,6 +2,31 @@
 import ml_collections
 
 
+# Model sizes: (width, layers, heads, mlp ratio). 'cpu' is the default;
+# 'tiger' matches TIGER's 4+4-layer d=128 budget as one 6-layer prefix-LM
+# (history and SID tokens share the stack); the larger ones are for GPU/TPU.
+MODEL_SIZES = {
+    'tiny': (32, 1, 2, 4),
+    'cpu': (128, 2, 4, 4),
+    'tiger': (128, 6, 4, 8),
+    'base': (512, 8, 8, 4),
+    'large': (1024, 16, 16, 4),
+}
+
+
+def set_model_size(config: ml_collections.ConfigDict, size: str) -> None:
+  if size not in MODEL_SIZES:
+    raise ValueError(f'model size {size!r}: expected one of '
+                     f'{sorted(MODEL_SIZES)}')
+  width, layers, heads, mlp = MODEL_SIZES[size]
+  config.model.size = size
+  config.model.width = width
+  config.model.num_layers = layers
+  config.model.num_heads = heads
+  config.model.mlp_ratio = mlp
+  config.model.value_width = width
+
+
 def base_config() -> ml_collections.ConfigDict:
   """All fields a run reads, with CPU-sized defaults."""
   config = ml_collections.ConfigDict()
@@ -25,6 +50,7 @@ def base_config() -> ml_collections.ConfigDict:
 
   config.model = ml_collections.ConfigDict()
   config.model.kind = 'sid'                # generative SID policy
+  config.model.size = 'cpu'                # informational; see MODEL_SIZES
   config.model.width = 128
   config.model.num_layers = 2
   config.model.num_heads = 4

@@ -1,0 +1,28 @@
+"""Amazon Industrial & Scientific (2018, 5-core), leave-one-out.
+
+SFT only, then V-STAR RL from the SFT run:
+  python -m launch.train --config=launch/configs/scientific.py --workdir=runs/sci/sft
+  python -m launch.train --config=launch/configs/scientific.py \\
+      --workdir=runs/sci/vstar --config.stages=rl --config.init_from=runs/sci/sft
+
+Model size as the config argument (default cpu):
+  --config=launch/configs/scientific.py:tiger
+Another index, e.g. a precomputed variant:
+  --config.data.index=../shared/data/amazon_scientific/indexes/rqvae_zcr/Scientific.index.json.gz
+"""
+from launch.configs import common
+
+
+def get_config(size: str = 'cpu'):
+  config = common.base_config()
+  common.set_model_size(config, size)
+  config.data.dir = '../shared/data/amazon_scientific'
+  config.data.name = 'Scientific'
+  # SIDs from our tokenizer (python -m launch.build_sids, see WORKSPACE.md).
+  config.data.index = 'results/sids/scientific/Scientific.index.json.gz'
+  config.sft.num_epochs = 60
+  config.sft.eval_every = 262          # two epochs of 131 steps
+  config.sft.early_stop_patience = 5
+  config.checkpoint.every_steps = 262
+  config.log_every = 131
+  return config
