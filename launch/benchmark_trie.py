@@ -9,7 +9,6 @@ its RSS just before (an upper bound on the build's own peak if an earlier
 phase peaked higher); `host_peak_mib` is tracemalloc's peak of Python/numpy
 allocations during a second, identical build.
 """
-import json
 import resource
 import time
 import tracemalloc
@@ -19,7 +18,7 @@ from absl import flags
 import jax
 import numpy as np
 
-from vstar_jax.sid import atomic_io
+from vstar_jax.data import files
 from vstar_jax.sid import trie
 
 _NUM_ITEMS = flags.DEFINE_integer('num_items', 1_000_000, 'Catalogue size N.')
@@ -126,8 +125,7 @@ def main(argv):
         f'(median / p90 us) | {g["median_us"]:.0f} / {g["p90_us"]:.0f} |')
   print('\n'.join(lines))
   if _OUT.value:
-    atomic_io.write_files_atomically(
-        {_OUT.value: json.dumps(result, indent=1).encode('utf-8')})
+    files.write_files({_OUT.value: files.encode_json(result, indent=1)})
 
 
 if __name__ == '__main__':

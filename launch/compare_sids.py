@@ -11,16 +11,14 @@ length-(L-1) prefix and the largest sibling group per depth. Prints the
 Markdown table and writes <out>.json and <out>.md.
 """
 import glob
-import json
 import pathlib
 import sys
 
 from absl import app
 from absl import flags
 
-from vstar_jax.sid import atomic_io
-from vstar_jax.sid import errors
-from vstar_jax.sid import index_format
+from vstar_jax.data import files
+from vstar_jax.data import sid_index
 from vstar_jax.sid import stats
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -57,23 +55,20 @@ def row(name: str, sid_stats: dict) -> dict:
 
 def load_build_rows(path: str) -> list[dict]:
   """Rows 'ours (before)' and 'ours (<method>)' from sid_stats.json."""
+  built = files.read_json_object(path)
   try:
-    with open(path, encoding='utf-8') as f:
-      built = json.load(f)
     method = built['config']['collisions']
     return [row('ours (before resolution)', built['before_resolution']),
             row(f'ours ({method})', built['after_resolution'])]
-  except (OSError, json.JSONDecodeError) as e:
-    raise errors.SidError(f'{path}: cannot read JSON ({e})') from e
   except (KeyError, IndexError, TypeError) as e:
-    raise errors.SidError(
+    raise files.DataError(
         f'{path}: not a build_sids sid_stats.json (missing {e})') from e
 
 
 def variant_rows(paths: list[str], codebook_size: int) -> list[dict]:
   rows = []
   for path in paths:
-    _, codes = index_format.read_index(path)
+    codes = sid_index.sid_table(sid_index.read_sid_index(path), source=path)
     rows.append(row(pathlib.Path(path).parent.name,
                     stats.sid_stats(codes, codebook_size)))
   return rows
@@ -104,18 +99,18 @@ def main(argv):
   paths = sorted(glob.glob(_INDEXES.value))
   try:
     if not paths:
-      raise errors.SidError(f'--indexes={_INDEXES.value}: no files match')
+      raise files.DataError(f'--indexes={_INDEXES.value}: no files match')
     rows = load_build_rows(_STATS.value) if _STATS.value else []
     rows += variant_rows(paths, _CODEBOOK_SIZE.value)
-  except errors.SidError as e:
+  except files.DataError as e:
     print(f'compare_sids: {e}', file=sys.stderr)
     return 1
   table = markdown_table(rows)
   print(table, end='')
-  atomic_io.write_files_atomically({
-      f'{_OUT.value}.json': json.dumps(
+  files.write_files({
+      f'{_OUT.value}.json': files.encode_json(
           {'codebook_size': _CODEBOOK_SIZE.value, 'indexes': paths,
-           'stats': _STATS.value, 'rows': rows}, indent=1).encode('utf-8'),
+           'stats': _STATS.value, 'rows': rows}, indent=1),
       f'{_OUT.value}.md': table.encode('utf-8'),
   })
   return 0

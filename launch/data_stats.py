@@ -16,8 +16,8 @@ import numpy as np
 
 from vstar_jax.data import dataset as dataset_lib
 from vstar_jax.data import files
-from vstar_jax.data import sid_index
 from vstar_jax.data import splits
+from vstar_jax.sid import stats as sid_stats
 
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'Dataset folder.',
                                 required=True)
@@ -54,12 +54,12 @@ def summary(ds: dataset_lib.Dataset) -> list[str]:
   lines.append(f'items_with_title: {titled}')
   lines.append(f'timestamps: {"yes" if ds.timestamps is not None else "no"}')
   if ds.sids is not None:
-    coll = sid_index.sid_collisions(ds.sids)
+    coll = sid_stats.collision_summary(ds.sids)
     sizes = '/'.join(map(str, ds.codebook_sizes or ()))
     lines += [f'sid_levels: {ds.num_levels}',
               f'sid_codebook_sizes: {sizes}',
-              f'sid_unique: {coll.num_unique_sids}',
-              f'sid_colliding_items: {coll.num_colliding_items}']
+              f'sid_unique: {coll["unique_sids"]}',
+              f'sid_colliding_items: {coll["colliding_items"]}']
   loo = splits.leave_one_out_split(ds, max_history=_LOO_HISTORY.value)
   lines.append(_split_line('leave_one_out', loo, _LOO_HISTORY.value))
   if ds.timestamps is None:

@@ -10,13 +10,10 @@ compile per bucket, forward passes) and optionally saves the vectors:
 Rows of --output follow the item ids in increasing integer order.
 """
 import datetime
-import gzip
 import json
 import os
-import pathlib
 import platform
 import sys
-import tempfile
 import time
 
 from absl import app
@@ -25,9 +22,9 @@ from absl import logging
 import jax
 import numpy as np
 
+from vstar_jax.data import files
 from vstar_jax.text import embed
 from vstar_jax.text import item_text
-from vstar_jax.text import minilm
 
 _ITEMS = flags.DEFINE_string('items', None, '<DS>.item.json[.gz] file.',
                              required=True)
@@ -42,33 +39,11 @@ _MAX_WORDS = flags.DEFINE_integer(
     'Description words kept; 0 keeps all.')
 
 
-class _InputError(ValueError):
-  """Unreadable items file; str(error) is one line."""
-
-
 def _read_items(path: str) -> dict:
-  opener = gzip.open if path.endswith('.gz') else open
-  try:
-    with opener(path, 'rt', encoding='utf-8') as f:
-      items = json.load(f)
-  except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise _InputError(f'{path}: cannot read item JSON ({e})') from None
-  if not isinstance(items, dict) or not items:
-    raise _InputError(f'{path}: expected a non-empty {{item: meta}} object')
+  items = files.read_json_object(path)
+  if not items:
+    raise files.DataError(f'{path}: no items')
   return items
-
-
-def _write_atomically(path: str, write) -> None:
-  target = pathlib.Path(path)
-  target.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=target.parent, suffix='.tmp')
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      write(f)
-    os.replace(tmp, target)
-  except BaseException:
-    os.unlink(tmp)
-    raise
 
 
 def _run() -> None:
@@ -107,12 +82,12 @@ def _run() -> None:
   }
   logging.info('Results: %s', results)
   print(json.dumps(results, indent=1))
+  outputs = {}
   if _OUTPUT.value:
-    _write_atomically(_OUTPUT.value,
-                      lambda f: np.save(f, vectors, allow_pickle=False))
+    outputs[_OUTPUT.value] = files.encode_npy(vectors)
   if _RESULTS.value:
-    _write_atomically(_RESULTS.value, lambda f: f.write(
-        (json.dumps(results, indent=1) + '\n').encode()))
+    outputs[_RESULTS.value] = files.encode_json(results, indent=1)
+  files.write_files(outputs)
 
 
 def main(argv):
@@ -120,8 +95,7 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   try:
     _run()
-  except (_InputError, item_text.ItemTextError, minilm.ModelFilesError,
-          embed.EmbedError) as e:
+  except files.DataError as e:
     print(f'embed_items: {e}', file=sys.stderr)
     sys.exit(1)
 

@@ -17,16 +17,13 @@ template (12 with the default config, among them one without description and
 one without brand; 4 with the whole description, each over max_seq_length
 tokens so truncation is exercised) and 8 MovieLens titles (two non-ASCII).
 """
-import gzip
-import json
-import os
 import pathlib
 import sys
-import tempfile
 
 from absl import app
 from absl import flags
 
+from vstar_jax.data import files
 from vstar_jax.text import item_text
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -47,19 +44,10 @@ _NUM_EVEN_MOVIELENS = 6
 _MOVIELENS_NON_ASCII_IDS = ('393', '752')
 
 
-class ReferenceInputError(ValueError):
-  """Bad input data; str(error) is one line."""
-
-
 def _read_items(path: pathlib.Path) -> dict:
-  try:
-    with gzip.open(path, 'rt', encoding='utf-8') as f:
-      items = json.load(f)
-  except (OSError, json.JSONDecodeError) as e:
-    raise ReferenceInputError(f'{path}: cannot read item JSON ({e})') from None
-  if not isinstance(items, dict) or not items:
-    raise ReferenceInputError(
-        f'{path}: expected a non-empty {{item: meta}} dict')
+  items = files.read_json_object(path)
+  if not items:
+    raise files.DataError(f'{path}: no items')
   return items
 
 
@@ -81,7 +69,7 @@ def _select_texts(data_dir: pathlib.Path) -> list[tuple[str, str]]:
   long_ids = [i for i in ids if i not in chosen and len(
       str(sci[i].get('description', '')).split()) >= _MIN_LONG_WORDS]
   if len(long_ids) < _NUM_LONG_SCIENTIFIC:
-    raise ReferenceInputError(
+    raise files.DataError(
         f'{path}: fewer than {_NUM_LONG_SCIENTIFIC} items with >= '
         f'{_MIN_LONG_WORDS} description words')
   out += [(f'amazon_scientific item {i} (max_description_words=None)',
@@ -99,19 +87,6 @@ def _select_texts(data_dir: pathlib.Path) -> list[tuple[str, str]]:
   return out
 
 
-def _write_json_atomically(path: pathlib.Path, payload: dict) -> None:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, suffix='.tmp')
-  try:
-    with os.fdopen(fd, 'w', encoding='utf-8') as f:
-      json.dump(payload, f, ensure_ascii=False, indent=1)
-      f.write('\n')
-    os.replace(tmp, path)
-  except BaseException:
-    os.unlink(tmp)
-    raise
-
-
 def _run() -> None:
   # Imported here so --help works without the heavy dependencies.
   import sentence_transformers  # pylint: disable=g-import-not-at-top
@@ -125,7 +100,7 @@ def _run() -> None:
   untruncated = model.tokenizer(texts, truncation=False)['input_ids']
   num_long = sum(len(ids) > max_seq_length for ids in untruncated)
   if num_long < _NUM_LONG_SCIENTIFIC:
-    raise ReferenceInputError(
+    raise files.DataError(
         f'only {num_long} texts exceed max_seq_length={max_seq_length}')
   vectors = model.encode(texts, batch_size=8, convert_to_numpy=True)
   payload = {
@@ -144,7 +119,7 @@ def _run() -> None:
       } for (source, text), ids, vector in zip(sources_texts, untruncated,
                                                vectors)],
   }
-  _write_json_atomically(pathlib.Path(_OUTPUT.value), payload)
+  files.write_files({_OUTPUT.value: files.encode_json(payload, indent=1)})
   print(f'wrote {len(texts)} vectors ({num_long} truncated texts) to '
         f'{_OUTPUT.value}')
 
@@ -154,7 +129,7 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   try:
     _run()
-  except (ReferenceInputError, item_text.ItemTextError) as e:
+  except files.DataError as e:
     print(f'make_encoder_reference: {e}', file=sys.stderr)
     sys.exit(1)
 

@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 
-from vstar_jax.sid import index_format
+from vstar_jax.data import sid_index
 from vstar_jax.sid import stats
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -22,8 +22,9 @@ def test_compares_build_stats_with_variants(tmp_path):
   native = np.array([[0, 1], [0, 1], [1, 0], [1, 3]], np.int32)
   fixed = np.array([[0, 1], [0, 2], [1, 0], [1, 3]], np.int32)
   for name, codes in [('v_native', native), ('v_zcr', fixed)]:
-    index_format.write_index(
-        tmp_path / 'indexes' / name / 'T.index.json.gz', codes)
+    sid_index.write_sid_index(
+        tmp_path / 'indexes' / name / 'T.index.json.gz', codes,
+        [str(i) for i in range(len(codes))])
   built = {'config': {'collisions': 'reassign'},
            'before_resolution': stats.sid_stats(native, 4),
            'after_resolution': stats.sid_stats(fixed, 4)}
@@ -61,6 +62,6 @@ def test_bad_inputs_fail_with_one_line(tmp_path):
   result = _run(f'--indexes={bad}', f'--out={tmp_path}/c')
   assert result.returncode == 1
   assert result.stderr.strip() == (
-      f'compare_sids: {bad}: item "0" token 0 is \'<b_1>\', expected '
-      '"<a_N>"')
+      f"compare_sids: {bad}: item '0': token '<b_1>' at level 0 has level "
+      "letter 'b', expected 'a'")
   assert not list(tmp_path.glob('c.*'))

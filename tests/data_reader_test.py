@@ -9,6 +9,7 @@ import pytest
 from vstar_jax.data import dataset as dataset_lib
 from vstar_jax.data import files
 from vstar_jax.data import sid_index
+from vstar_jax.sid import stats as sid_stats
 
 DataError = files.DataError
 TOY_DIR = pathlib.Path(__file__).resolve().parents[1] / 'testdata/synthetic'
@@ -238,10 +239,9 @@ def test_duplicate_sids_load_and_are_counted(tmp_path):
   small['index']['3'] = list(small['index']['1'])
   _write(tmp_path, **small)
   ds = dataset_lib.load_dataset(tmp_path, 'ds')
-  stats = sid_index.sid_collisions(ds.sids)
-  assert stats == sid_index.SidCollisions(
-      num_items=4, num_unique_sids=3, num_colliding_items=2,
-      max_items_per_sid=2)
+  stats = sid_stats.collision_summary(ds.sids)
+  assert (stats['unique_sids'], stats['colliding_items'],
+          stats['max_items_per_sid']) == (3, 2, 2)
 
 
 @pytest.mark.parametrize('change,fragments', [
@@ -270,11 +270,11 @@ def test_scientific_counts(shared_data):
   assert sum(not m['description'] for m in ds.item_meta) == 123
   assert sum(not m['brand'] for m in ds.item_meta) == 12
   assert sum(not m['categories'] for m in ds.item_meta) == 131
-  assert sid_index.sid_collisions(ds.sids).num_colliding_items == 0
-  native = sid_index.read_sid_index(
-      sci / 'indexes/rqvae_native/Scientific.index.json.gz')
-  stats = sid_index.sid_collisions(np.array(list(native.values())))
-  assert (stats.num_unique_sids, stats.num_colliding_items) == (3790, 887)
+  assert sid_stats.collision_summary(ds.sids)['colliding_items'] == 0
+  native_path = sci / 'indexes/rqvae_native/Scientific.index.json.gz'
+  stats = sid_stats.collision_summary(sid_index.sid_table(
+      sid_index.read_sid_index(native_path), source=native_path))
+  assert (stats['unique_sids'], stats['colliding_items']) == (3790, 887)
 
 
 def test_beauty_without_item_json(shared_data):
@@ -285,8 +285,8 @@ def test_beauty_without_item_json(shared_data):
   assert (ds.num_users, ds.num_items, ds.num_interactions) == (
       22363, 12101, 198502)
   assert 'item' not in ds.paths
-  stats = sid_index.sid_collisions(ds.sids)
-  assert (stats.num_unique_sids, stats.num_colliding_items) == (12088, 24)
+  stats = sid_stats.collision_summary(ds.sids)
+  assert (stats['unique_sids'], stats['colliding_items']) == (12088, 24)
 
 
 def test_scientific_tiny_slice(shared_data):

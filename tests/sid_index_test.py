@@ -62,9 +62,18 @@ def test_parse_index_errors_name_source_and_item():
     sid_index.parse_sid_index([['<a_0>']], source='idx.json')
 
 
-def test_collisions_and_codebook_sizes():
+def test_format_sid_index_and_sid_table():
+  codes = np.array([[1, 0], [0, 3]], np.int32)
+  index = sid_index.format_sid_index(codes, ['7', '2'])
+  assert index == {'7': ['<a_1>', '<b_0>'], '2': ['<a_0>', '<b_3>']}
+  table = sid_index.sid_table(sid_index.parse_sid_index(index, source='f'),
+                              source='f')
+  np.testing.assert_array_equal(table, codes)
+  assert table.dtype == np.int32
+  with pytest.raises(files.DataError, match='^f: the index has no items$'):
+    sid_index.sid_table({}, source='f')
+
+
+def test_codebook_sizes():
   codes = np.array([[0, 1], [0, 1], [0, 1], [2, 0], [1, 5], [1, 5]])
-  assert sid_index.sid_collisions(codes) == sid_index.SidCollisions(
-      num_items=6, num_unique_sids=3, num_colliding_items=5,
-      max_items_per_sid=3)
   assert sid_index.codebook_sizes(codes) == (3, 6)

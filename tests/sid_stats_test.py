@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from vstar_jax.sid import index_format
+from vstar_jax.data import sid_index
 from vstar_jax.sid import stats
 
 
@@ -49,9 +49,9 @@ def test_codebook_sizes_inferred_or_per_level():
 ])
 def test_matches_the_published_variant_table(
     shared_data, variant, tokens, unique, colliding):
-  _, codes = index_format.read_index(
-      shared_data / 'amazon_scientific' / 'indexes' / variant
-      / 'Scientific.index.json.gz')
+  path = (shared_data / 'amazon_scientific' / 'indexes' / variant
+          / 'Scientific.index.json.gz')
+  codes = sid_index.sid_table(sid_index.read_sid_index(path), source=path)
   s = stats.sid_stats(codes, 256)
   assert [l['distinct_tokens'] for l in s['levels']] == tokens
   assert s['unique_sids'] == unique and s['colliding_items'] == colliding

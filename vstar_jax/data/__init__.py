@@ -8,11 +8,11 @@ from vstar_jax.data.pipeline import epoch_order
 from vstar_jax.data.pipeline import num_batches
 from vstar_jax.data.sid_index import codebook_sizes
 from vstar_jax.data.sid_index import format_sid
+from vstar_jax.data.sid_index import format_sid_index
 from vstar_jax.data.sid_index import parse_sid
 from vstar_jax.data.sid_index import parse_sid_index
 from vstar_jax.data.sid_index import read_sid_index
-from vstar_jax.data.sid_index import sid_collisions
-from vstar_jax.data.sid_index import SidCollisions
+from vstar_jax.data.sid_index import sid_table
 from vstar_jax.data.sid_index import write_sid_index
 from vstar_jax.data.splits import chronological_split
 from vstar_jax.data.splits import Examples

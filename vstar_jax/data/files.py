@@ -1,9 +1,11 @@
-"""Strict JSON file access for the dataset layer: gz or plain, atomic writes.
+"""Strict JSON file access (gz or plain), JSON and .npy encoding, and
+all-or-nothing file writes.
 
 Every problem with a file surfaces as `DataError`, whose message is one line
 that names the file (and, where the caller knows it, the offending key).
 """
 import gzip
+import io
 import json
 import os
 import pathlib
@@ -11,11 +13,17 @@ import uuid
 import zlib
 from typing import Any, Mapping
 
+import numpy as np
+
 PathLike = str | os.PathLike[str]
 
 
 class DataError(ValueError):
-  """Bad or missing input data. str(error) is one line naming file and key."""
+  """Bad or missing input data. str(error) is one line naming file and key.
+
+  The base of every bad-input error in vstar_jax (the sid and text packages
+  subclass it), so a binary catches this one type, prints it and exits 1.
+  """
 
   def __init__(self, message: str):
     # One line by contract: binaries print it as their whole error report.
@@ -103,30 +111,49 @@ def find_file(data_dir: PathLike, filename: str) -> pathlib.Path | None:
   return None
 
 
-def _encode(obj: Any, gz: bool) -> bytes:
-  data = json.dumps(obj, ensure_ascii=False).encode('utf-8')
-  if gz:
-    # mtime=0 and no file name in the header: the same JSON gives the same
-    # bytes, so regenerated bundled data diffs cleanly.
-    return gzip.compress(data, compresslevel=9, mtime=0)
-  return data
-
-
-def write_json_files(outputs: Mapping[PathLike, Any]) -> None:
-  """Writes JSON files atomically, gzipped when a name ends in `.gz`.
-
-  All files are first written to temporaries beside their targets and renamed
-  only once every one of them was written, so a failure leaves no partial
-  output.
+def encode_json(obj: Any, *, gz: bool = False,
+                indent: int | None = None) -> bytes:
+  """UTF-8 JSON bytes of `obj`, gzipped if `gz`.
 
   Args:
-    outputs: target path -> JSON-serialisable value.
+    obj: a JSON-serialisable value.
+    gz: gzip the bytes (mtime 0 and no file name in the header, so the same
+      value gives the same bytes and regenerated files diff cleanly).
+    indent: None for compact data files; an int pretty-prints for people,
+      and then the text ends in a newline like any text file.
+
+  Returns:
+    The encoded bytes.
+  """
+  text = json.dumps(obj, ensure_ascii=False, indent=indent)
+  if indent is not None:
+    text += '\n'
+  data = text.encode('utf-8')
+  return gzip.compress(data, compresslevel=9, mtime=0) if gz else data
+
+
+def encode_npy(array: np.ndarray) -> bytes:
+  """The .npy file bytes of `array` (no pickled objects)."""
+  buffer = io.BytesIO()
+  np.save(buffer, array, allow_pickle=False)
+  return buffer.getvalue()
+
+
+def write_files(outputs: Mapping[PathLike, bytes]) -> None:
+  """Writes files all or nothing; creates missing parent folders.
+
+  Every content first goes to a temporary file beside its target; the
+  temporaries are renamed over the targets only once all were written, so a
+  failure leaves no partial output (and no temporary files).
+
+  Args:
+    outputs: target path -> file content.
   """
   staged = []
   try:
-    for path, obj in outputs.items():
+    for path, data in outputs.items():
       path = pathlib.Path(path)
-      data = _encode(obj, path.suffix == '.gz')
+      path.parent.mkdir(parents=True, exist_ok=True)
       # A fresh name opened with 'xb' (not mkstemp, whose mode is 0600) so
       # the file gets the usual umask-derived permissions.
       tmp = path.with_name(f'.{path.name}.{uuid.uuid4().hex}.tmp')
@@ -141,6 +168,16 @@ def write_json_files(outputs: Mapping[PathLike, Any]) -> None:
         os.remove(tmp)
 
 
+def write_json_files(outputs: Mapping[PathLike, Any]) -> None:
+  """Writes compact JSON files with `write_files`; `.gz` names are gzipped.
+
+  Args:
+    outputs: target path -> JSON-serialisable value.
+  """
+  write_files({path: encode_json(obj, gz=pathlib.Path(path).suffix == '.gz')
+               for path, obj in outputs.items()})
+
+
 def write_json(path: PathLike, obj: Any) -> None:
-  """Writes one JSON file atomically (gz when the name ends in `.gz`)."""
+  """Writes one compact JSON file atomically (gz when the name ends in .gz)."""
   write_json_files({path: obj})

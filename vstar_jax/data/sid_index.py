@@ -3,9 +3,9 @@
 Token l (0-based) of every SID is `<x_N>` where x is the l-th lower-case
 letter and N a non-negative decimal code without leading zeros. This is the
 LC-Rec / LETTER format of the indexes in ../shared/data, and the SID tokenizer
-writes its indexes with `write_sid_index`.
+writes its indexes with `write_sid_index`. This is the project's only
+reader and writer of the format.
 """
-import dataclasses
 import re
 import string
 from typing import Any, Sequence
@@ -89,14 +89,16 @@ def read_sid_index(path: files.PathLike) -> dict[str, tuple[int, ...]]:
   return parse_sid_index(files.read_json(path), source=path)
 
 
-def write_sid_index(path: files.PathLike, codes: np.ndarray,
-                    item_ids: Sequence[str]) -> None:
-  """Writes an index file atomically; gzipped when `path` ends in `.gz`.
+def format_sid_index(codes: np.ndarray,
+                     item_ids: Sequence[str]) -> dict[str, list[str]]:
+  """The index object of a code table, ready for JSON.
 
   Args:
-    path: output file.
     codes: [N, L] non-negative integer codes, row n is the SID of item_ids[n].
     item_ids: [N] distinct external item ids (strings).
+
+  Returns:
+    {item_id: ['<a_..>', '<b_..>', ...]} in item_ids order.
   """
   codes = np.asarray(codes)
   if codes.ndim != 2 or codes.shape[1] == 0:
@@ -109,33 +111,33 @@ def write_sid_index(path: files.PathLike, codes: np.ndarray,
     raise ValueError('item ids must be distinct')
   if codes.size and (codes.min() < 0 or codes.max() > MAX_CODE):
     raise ValueError('codes must lie in [0, 2**31 - 1]')
-  index = {str(item): format_sid(row.tolist())
-           for item, row in zip(item_ids, codes)}
-  files.write_json(path, index)
+  return {str(item): format_sid(row.tolist())
+          for item, row in zip(item_ids, codes)}
 
 
-@dataclasses.dataclass(frozen=True)
-class SidCollisions:
-  """How many items share their SID with another item."""
-  num_items: int
-  num_unique_sids: int
-  num_colliding_items: int  # items whose SID is also another item's SID
-  max_items_per_sid: int
+def write_sid_index(path: files.PathLike, codes: np.ndarray,
+                    item_ids: Sequence[str]) -> None:
+  """Writes an index file atomically; gzipped when `path` ends in `.gz`.
+
+  Args:
+    path: output file.
+    codes: [N, L] non-negative integer codes, row n is the SID of item_ids[n].
+    item_ids: [N] distinct external item ids (strings).
+  """
+  files.write_json(path, format_sid_index(codes, item_ids))
 
 
-def sid_collisions(codes: np.ndarray) -> SidCollisions:
-  """Collision statistics of an [N, L] code table."""
-  codes = np.asarray(codes)
-  if codes.ndim != 2:
-    raise ValueError(f'codes must be [N, L], got shape {codes.shape}')
-  if codes.shape[0] == 0:
-    return SidCollisions(0, 0, 0, 0)
-  _, counts = np.unique(codes, axis=0, return_counts=True)
-  return SidCollisions(
-      num_items=int(codes.shape[0]),
-      num_unique_sids=int(counts.size),
-      num_colliding_items=int(counts[counts > 1].sum()),
-      max_items_per_sid=int(counts.max()))
+def sid_table(sids_by_item: dict[str, tuple[int, ...]], *,
+              source: files.PathLike) -> np.ndarray:
+  """[N, L] int32 codes of a `read_sid_index` result, in its item order.
+
+  Args:
+    sids_by_item: item id -> codes, all of one length L.
+    source: file named in the error when there are no items.
+  """
+  if not sids_by_item:
+    raise files.DataError(f'{source}: the index has no items')
+  return np.asarray(list(sids_by_item.values()), np.int32)
 
 
 def codebook_sizes(codes: np.ndarray) -> tuple[int, ...]:

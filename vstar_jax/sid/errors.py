@@ -1,11 +1,13 @@
 """Exception types of the SID package.
 
 Each error's str is one line naming the offending input, so binaries can print
-it as is and exit 1 without a traceback.
+it as is and exit 1 without a traceback. They are `DataError`s, the project's
+one bad-input error type; index files are read by `vstar_jax.data.sid_index`.
 """
+from vstar_jax.data import files
 
 
-class SidError(ValueError):
+class SidError(files.DataError):
   """Base class: bad SID input or an impossible SID request."""
 
 
@@ -27,7 +29,3 @@ class TrieError(SidError):
 
 class DeadPrefixError(SidError):
   """A prefix that has no valid continuation in the trie."""
-
-
-class IndexFormatError(SidError):
-  """A malformed LC-Rec index file (`{"item": ["<a_1>", ...]}`)."""

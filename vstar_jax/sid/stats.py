@@ -4,6 +4,7 @@ from typing import Any
 
 import numpy as np
 
+from vstar_jax.data import sid_index
 from vstar_jax.sid import prefixes
 
 
@@ -57,7 +58,7 @@ def sid_stats(codes: np.ndarray,
   num_items, num_levels = codes.shape
   inferred = codebook_size is None
   if inferred:
-    sizes = [int(m) + 1 for m in codes.max(axis=0)]
+    sizes = list(sid_index.codebook_sizes(codes))
   elif isinstance(codebook_size, int):
     sizes = [codebook_size] * num_levels
   else:

@@ -12,9 +12,7 @@ import dataclasses
 import functools
 import hashlib
 import json
-import os
 import pathlib
-import tempfile
 import time
 from typing import Mapping, Optional, Sequence
 
@@ -22,6 +20,7 @@ from absl import logging
 import jax
 import numpy as np
 
+from vstar_jax.data import files
 from vstar_jax.text import item_text as item_text_lib
 from vstar_jax.text import minilm
 
@@ -35,7 +34,7 @@ DEFAULT_BATCH_SIZE = 64
 _CACHE_FORMAT = 'vstar_jax.text.embed/v1:mean-pool+l2'
 
 
-class EmbedError(ValueError):
+class EmbedError(files.DataError):
   """Bad embedding input or cache file; str(error) is one line."""
 
 
@@ -182,21 +181,6 @@ def _load_cached(path: pathlib.Path, shape: tuple[int, int]) -> np.ndarray:
   return vectors
 
 
-def _save_atomically(path: pathlib.Path, vectors: np.ndarray) -> None:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name,
-                                  suffix='.tmp')
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      np.save(f, vectors, allow_pickle=False)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp_name, path)
-  except BaseException:
-    os.unlink(tmp_name)
-    raise
-
-
 def embed_texts(texts: Sequence[str], *,
                 model_dir: Optional[minilm.PathLike] = None,
                 batch_size: int = DEFAULT_BATCH_SIZE,
@@ -238,7 +222,7 @@ def embed_texts(texts: Sequence[str], *,
       return _load_cached(path, shape)
   vectors = encoder.encode(texts, batch_size=batch_size)
   if path is not None:
-    _save_atomically(path, vectors)
+    files.write_files({path: files.encode_npy(vectors)})
     logging.info('Embedding cache written: %s', path)
   return vectors
 

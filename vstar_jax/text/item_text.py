@@ -24,10 +24,12 @@ Values are otherwise verbatim: the BERT tokenizer splits punctuation, so
 import dataclasses
 from typing import Mapping, Optional, Sequence
 
+from vstar_jax.data import files
+
 ITEM_TEXT_FIELDS = ('title', 'description', 'brand', 'categories')
 
 
-class ItemTextError(ValueError):
+class ItemTextError(files.DataError):
   """Bad item metadata; str(error) is one line naming the item and field."""
 
 

