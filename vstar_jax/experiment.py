@@ -8,6 +8,7 @@ import os
 from typing import Optional
 
 from absl import logging
+import jax
 import ml_collections
 import numpy as np
 
@@ -68,9 +69,40 @@ def _sid_codes(config, ds, workdir: Optional[str]) -> tuple[np.ndarray, str]:
           'collision-free index (e.g. a *_zcr variant) or build SIDs '
           '(config.data.index=None)')
     return ds.sids, ds.paths['index']
-  raise ConfigError(
-      f'dataset {ds.name!r} has no SID index: set config.data.index to an '
-      'LC-Rec index.json(.gz) file')
+  if workdir is None:
+    raise ConfigError(
+        f'dataset {ds.name!r} has no SID index: set config.data.index, or '
+        'build SIDs inside a run (launch.train)')
+  return _built_sids(config, ds, workdir)
+
+
+def _built_sids(config, ds, workdir: str) -> tuple[np.ndarray, str]:
+  """Builds SIDs with our tokenizer once per run (WORKDIR/sids/)."""
+  from vstar_jax.sid import build  # pylint: disable=g-import-not-at-top
+  path = os.path.join(workdir, 'sids', f'{ds.name}.index.json.gz')
+  if not os.path.exists(path):
+    c = config.sid
+    build_cfg = build.SidBuildConfig(
+        num_levels=c.num_levels, codebook_size=c.codebook_size,
+        num_iters=c.num_iters, balanced=c.balanced, collisions=c.collisions)
+    embeddings = build.dataset_embeddings(
+        ds, cache_dir=_resolve(config.embedding_cache_dir))
+    codes, stats = build.build_sids(jax.random.key(c.seed), embeddings,
+                                    build_cfg)
+    files.write_files({
+        path: files.encode_json(sid_index.format_sid_index(codes, ds.item_ids),
+                                gz=True),
+        os.path.join(workdir, 'sids', 'sid_stats.json'):
+            files.encode_json(stats, indent=1)})
+    logging.info('Built SIDs for %s: %s', ds.name, path)
+  return _codes_in_item_order(sid_index.read_sid_index(path), ds, path), path
+
+
+def _codes_in_item_order(by_item, ds, path) -> np.ndarray:
+  missing = [i for i in ds.item_ids if i not in by_item]
+  if missing:
+    raise files.DataError(f'{path}: item {missing[0]!r} has no SID')
+  return np.asarray([by_item[i] for i in ds.item_ids], np.int32)
 
 
 def load_experiment(config: ml_collections.ConfigDict,
@@ -126,5 +158,4 @@ def fixed_subset(examples: splits.Examples, size: int,
 
 def errors_to_catch() -> tuple[type[Exception], ...]:
   """Input errors the binaries report in one line (no traceback)."""
-  from vstar_jax.sid import errors as sid_errors  # pylint: disable=g-import-not-at-top
-  return (files.DataError, ConfigError, sid_errors.SidError)
+  return (files.DataError, ConfigError)

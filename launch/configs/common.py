@@ -48,6 +48,17 @@ def base_config() -> ml_collections.ConfigDict:
   config.data.protocol = 'leave_one_out'   # or 'chronological'
   config.data.max_history = 20
 
+  # SIDs built by our tokenizer when config.data.index is empty (cached in
+  # WORKDIR/sids/); item-text embeddings are cached across runs.
+  config.sid = ml_collections.ConfigDict()
+  config.sid.num_levels = 3
+  config.sid.codebook_size = 256
+  config.sid.num_iters = 20
+  config.sid.balanced = True
+  config.sid.collisions = 'reassign'       # or 'extra_level'
+  config.sid.seed = 0
+  config.embedding_cache_dir = '.cache/embeddings'
+
   config.model = ml_collections.ConfigDict()
   config.model.kind = 'sid'                # generative SID policy
   config.model.size = 'cpu'                # informational; see MODEL_SIZES
@@ -104,7 +115,6 @@ def base_config() -> ml_collections.ConfigDict:
   config.rl.step_weights = (0.3, 0.5, 1.0)  # one per SID level
   config.rl.value_warmup_steps = 0         # value-only steps before RL
   config.rl.item_embeddings = 'text'       # dense reward embeddings
-  config.rl.embedding_cache_dir = '.cache/embeddings'
   config.rl.eval_every = 100
   config.rl.early_stop_patience = 0
 

@@ -22,11 +22,10 @@ def load_item_embeddings(spec: str, ds: dataset_lib.Dataset,
                          cache_dir: str) -> np.ndarray:
   """[N, D] float32 unit vectors in the dataset's item order."""
   if spec == 'text':
-    from vstar_jax.text import embed  # pylint: disable=g-import-not-at-top
-    meta = dict(zip(ds.item_ids, ds.item_meta))
-    ids, vectors = embed.embed_items(meta, cache_dir=cache_dir)
-    row = {item: i for i, item in enumerate(ids)}
-    return vectors[[row[item] for item in ds.item_ids]].astype(np.float32)
+    # The same embeddings (and cache) as the SID tokenizer's.
+    from vstar_jax.sid import build  # pylint: disable=g-import-not-at-top
+    return build.dataset_embeddings(ds, cache_dir=cache_dir).astype(
+        np.float32)
   if spec.startswith('attributes:'):
     path = spec.split(':', 1)[1]
     raw = files.read_json_object(path)

@@ -285,7 +285,7 @@ def run_rl(config: ml_collections.ConfigDict, exp, model, keys, writer,
       model.net, rollout_config(config, num_levels),
       rl_objective_config(config, num_levels)), donate_argnums=0)
   item_emb = jax.device_put(item_embeddings.load_item_embeddings(
-      c.item_embeddings, exp.dataset, c.embedding_cache_dir))
+      c.item_embeddings, exp.dataset, config.embedding_cache_dir))
   trie, rollout_key = exp.trie, keys['rollout']
   return _run_stage(
       'rl', config, exp, model, writer, workdir,
