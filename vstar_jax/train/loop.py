@@ -171,15 +171,17 @@ def _run_stage(name: str, config, exp, model, writer, workdir: str, *,
       ndcg = m['ndcg@10']
       writer.write_scalars(step_num, {'ndcg@10': ndcg, 'hr@10': m['hr@10']},
                            prefix=f'{name}/valid_subset/')
-      if ndcg > meta['best']:
-        meta.update(best=ndcg, best_step=step_num, bad_evals=0)
+      # Ties keep the later parameters (e.g. a value warm-up leaves the
+      # policy, hence NDCG, unchanged while the value head improves).
+      improved = ndcg > meta['best']
+      if ndcg >= meta['best']:
+        meta.update(best=ndcg, best_step=step_num)
         ckpt.save_best(step_num, state.params, {'ndcg@10': ndcg})
-      else:
-        meta['bad_evals'] += 1
-        if 0 < patience <= meta['bad_evals']:
-          logging.info('%s: early stop at step %d (best %.4f at step %d)',
-                       name, step_num, meta['best'], meta['best_step'])
-          meta['stopped'] = True
+      meta['bad_evals'] = 0 if improved else meta['bad_evals'] + 1
+      if 0 < patience <= meta['bad_evals']:
+        logging.info('%s: early stop at step %d (best %.4f at step %d)',
+                     name, step_num, meta['best'], meta['best_step'])
+        meta['stopped'] = True
     if (step_num % config.checkpoint.every_steps == 0 and
         step_num < total_steps):
       meta['train_time_s'] = time.perf_counter() - t_start
