@@ -166,3 +166,30 @@ def test_surrogate_gradient_moves_positive_token_up():
   new = jax.nn.log_softmax(logits + 0.1 * grads)
   assert new[0, 0, 0] > jax.nn.log_softmax(logits)[0, 0, 0]
   assert new[1, 0, 1] < jax.nn.log_softmax(logits)[1, 0, 1]
+
+
+def test_group_stats_hand_computed():
+  from vstar_jax.rl import diagnostics  # pylint: disable=g-import-not-at-top
+  from vstar_jax.ved import search  # pylint: disable=g-import-not-at-top
+  items = jnp.array([[3, 4, 5, 3], [1, 2, 0, 0]])
+  codes = jnp.array([[[0, 1], [0, 2], [1, 0], [0, 1]],
+                     [[2, 0], [2, 0], [1, 1], [1, 1]]])
+  mask = jnp.array([[True, True, True, False], [True, True, True, True]])
+  cands = search.Candidates(
+      items=items, codes=codes, logp=jnp.zeros((2, 4)),
+      value=jnp.zeros((2, 4)), evaluated=jnp.zeros((2, 4), bool), mask=mask,
+      cost=jnp.array([10, 12]))
+  reward = jnp.array([[1., 0., 0., 0.], [0., 0., 0., 0.]])
+  adv = advantages.batched_grpo_advantages(reward, mask)
+  tail = jnp.array([True, False, False, False, True, True])
+  s = {k: float(v) for k, v in diagnostics.group_stats(
+      cands, reward, adv, jnp.array([3, 5]), tail).items()}
+  assert s['target_in_group'] == 0.5           # user 0 has 3; user 1 lacks 5
+  assert s['zero_adv_frac'] == 0.5
+  assert s['unique_items'] == (3 + 3) / 2
+  assert s['distinct_l1'] == (2 + 2) / 2
+  assert s['distinct_l2'] == (3 + 2) / 2
+  assert s['rollout_cost'] == 11
+  np.testing.assert_allclose(s['reward_std'], (math.sqrt(2 / 9) + 0) / 2,
+                             rtol=1e-6)
+  np.testing.assert_allclose(s['long_tail_share'], (2 + 1) / 7, rtol=1e-6)

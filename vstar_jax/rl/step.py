@@ -20,6 +20,7 @@ import optax
 
 from vstar_jax.models import policy
 from vstar_jax.rl import advantages
+from vstar_jax.rl import diagnostics
 from vstar_jax.rl import losses
 from vstar_jax.rl import rewards as rewards_lib
 from vstar_jax.rl import rollout as rollout_lib
@@ -67,30 +68,6 @@ def _teacher_forced(net, params, trie, history, history_mask, codes):
   logp = jnp.take_along_axis(logp_all, codes[..., None], -1)[..., 0]
   entropy = search.restricted_entropy(logp_all)           # [B, G, L]
   return logp, out.value, entropy
-
-
-def _group_metrics(cands, reward, adv, sib_adv, sib_rep, target):
-  mask = cands.mask
-  n = jnp.maximum(mask.sum(), 1)
-  hit = (cands.items == target[:, None]) & mask
-  zero_adv = jnp.all(jnp.where(mask, adv == 0, True), axis=1)
-  items = jnp.where(mask, cands.items, -1)
-  srt = jnp.sort(items, axis=1)
-  unique = ((srt[:, 1:] != srt[:, :-1]) & (srt[:, 1:] >= 0)).sum(1) + (
-      srt[:, 0] >= 0)
-  sib_mask = sib_rep & mask[..., None]
-  sib_n = jnp.maximum(sib_mask.sum(), 1)
-  sib_mean = jnp.where(sib_mask, sib_adv, 0.).sum() / sib_n
-  return {
-      'reward': jnp.where(mask, reward, 0.).sum() / n,
-      'target_in_group': hit.any(1).mean(),
-      'zero_adv_frac': zero_adv.mean(),
-      'grpo_adv_std': jnp.sqrt(jnp.where(mask, adv ** 2, 0.).sum() / n),
-      'sib_adv_std': jnp.sqrt(jnp.where(
-          sib_mask, (sib_adv - sib_mean) ** 2, 0.).sum() / sib_n),
-      'unique_items': unique.mean(),
-      'rollout_cost': cands.cost.mean(),
-  }
 
 
 def rl_loss(params, ref_params, batch, cands, item_emb, trie, policy_on, *,
@@ -146,7 +123,12 @@ def rl_loss(params, ref_params, batch, cands, item_emb, trie, policy_on, *,
                 cfg.value_coef * value_loss)
   denom = jnp.maximum(weight.sum(), 1.)
   loss = (per_prompt * weight).sum() / denom
-  metrics = _group_metrics(cands, reward, adv, sib_adv, sib_rep, target)
+  metrics = diagnostics.group_stats(cands, reward, adv, target)
+  sib_mask = sib_rep & mask[..., None]
+  sib_n = jnp.maximum(sib_mask.sum(), 1)
+  sib_mean = jnp.where(sib_mask, sib_adv, 0.).sum() / sib_n
+  metrics['sib_adv_std'] = jnp.sqrt(jnp.where(
+      sib_mask, (sib_adv - sib_mean) ** 2, 0.).sum() / sib_n)
   metrics.update(
       loss=loss, kl=(kl_tok * weight).sum() / denom,
       value_loss=(value_loss * weight).sum() / denom,

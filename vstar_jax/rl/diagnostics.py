@@ -1,0 +1,59 @@
+"""Statistics of candidate groups: what RL can learn from a rollout.
+
+Used by the RL step's logs and the rollout benchmark (`launch.benchmark
+--suite=ved`). Jittable; shapes: B prompts, G candidates, L levels, N items.
+"""
+import jax.numpy as jnp
+
+
+def _distinct_per_row(keys, valid):
+  """Number of distinct valid keys per row. [B, G] -> [B]."""
+  k = jnp.sort(jnp.where(valid, keys, -1), axis=1)
+  new = jnp.concatenate([jnp.ones_like(k[:, :1], bool),
+                         k[:, 1:] != k[:, :-1]], axis=1)
+  return (new & (k >= 0)).sum(1)
+
+
+def group_stats(cands, reward, adv, target, long_tail_mask=None):
+  """Per-batch means of group statistics.
+
+  Args:
+    cands: search.Candidates with [B, G] fields.
+    reward: [B, G] policy rewards.
+    adv: [B, G] GRPO advantages.
+    target: [B] target items.
+    long_tail_mask: optional [N] bool, True = long-tail item.
+
+  Returns:
+    Dict of scalars: target_in_group, reward (mean), reward_std (mean
+    within-group population std), zero_adv_frac (groups whose advantages are
+    all zero), grpo_adv_std, unique_items, distinct_l1, distinct_l2 (per
+    group), rollout_cost, and long_tail_share when a mask is given.
+  """
+  mask = cands.mask
+  n_g = jnp.maximum(mask.sum(1), 1)
+  hit = (cands.items == target[:, None]) & mask
+  mean_r = jnp.where(mask, reward, 0.).sum(1) / n_g
+  std_r = jnp.sqrt(jnp.where(mask, (reward - mean_r[:, None]) ** 2, 0.
+                             ).sum(1) / n_g)
+  n = jnp.maximum(mask.sum(), 1)
+  codes = cands.codes
+  num_levels = codes.shape[-1]
+  vocab = jnp.maximum(codes.max() + 1, 1)
+  out = {
+      'target_in_group': hit.any(1).mean(),
+      'reward': jnp.where(mask, reward, 0.).sum() / n,
+      'reward_std': std_r.mean(),
+      'zero_adv_frac': jnp.all(jnp.where(mask, adv == 0, True), 1).mean(),
+      'grpo_adv_std': jnp.sqrt(jnp.where(mask, adv ** 2, 0.).sum() / n),
+      'unique_items': _distinct_per_row(cands.items, mask).mean(),
+      'distinct_l1': _distinct_per_row(codes[..., 0], mask).mean(),
+      'rollout_cost': cands.cost.mean(),
+  }
+  if num_levels >= 2:
+    out['distinct_l2'] = _distinct_per_row(
+        codes[..., 0] * vocab + codes[..., 1], mask).mean()
+  if long_tail_mask is not None:
+    tail = jnp.take(long_tail_mask, jnp.maximum(cands.items, 0)) & mask
+    out['long_tail_share'] = tail.sum() / n
+  return out
