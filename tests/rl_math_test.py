@@ -192,4 +192,4 @@ def test_group_stats_hand_computed():
   assert s['rollout_cost'] == 11
   np.testing.assert_allclose(s['reward_std'], (math.sqrt(2 / 9) + 0) / 2,
                              rtol=1e-6)
-  np.testing.assert_allclose(s['long_tail_share'], (2 + 1) / 7, rtol=1e-6)
+  np.testing.assert_allclose(s['long_tail_share'], (2 + 2) / 7, rtol=1e-6)
