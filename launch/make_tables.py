@@ -1,0 +1,100 @@
+"""Builds WORKSPACE.md's results tables from the committed results/ files.
+
+  python -m launch.make_tables                # rewrite the tables in place
+  python -m launch.make_tables --check        # exit 1 if any table is stale
+
+Each table sits between `<!-- table:NAME -->` and `<!-- /table:NAME -->` in
+WORKSPACE.md; NAME is `DATASET/STAGE` (e.g. `scientific/sft`), `DATASET` for
+all variants of a dataset, or a results sub-folder. A row is a variant
+folder `results/DATASET/VARIANT/` holding one `seed*.json` (a run's
+results.json) per seed; cells are mean +- population std over seeds of the
+test metrics of the run's last stage (or `--stage`), selected on validation
+by the run itself.
+"""
+import glob
+import json
+import os
+import re
+import sys
+
+from absl import app
+from absl import flags
+import numpy as np
+
+_WORKSPACE = flags.DEFINE_string('workspace', 'WORKSPACE.md', 'File to edit.')
+_RESULTS = flags.DEFINE_string('results', 'results', 'Results folder.')
+_CHECK = flags.DEFINE_bool('check', False, 'Only check the tables are fresh.')
+
+METRICS = ('hr@1', 'hr@3', 'hr@5', 'hr@10', 'ndcg@3', 'ndcg@5', 'ndcg@10',
+           'coverage@10', 'long_tail_share@10', 'distinct_l1@10')
+_MARKER = re.compile(r'(<!-- table:(?P<name>[^ ]+) -->\n)(?P<body>.*?)'
+                     r'(<!-- /table:(?P=name) -->)', re.S)
+
+
+def _stage_metrics(result: dict, stage: str | None):
+  stages = list(result['metrics'])
+  stage = stage or stages[-1]
+  return stage, result['metrics'][stage]['test']
+
+
+def _row(variant_dir: str, stage: str | None):
+  runs = sorted(glob.glob(os.path.join(variant_dir, 'seed*.json')))
+  if not runs:
+    return None
+  loaded = [json.load(open(p)) for p in runs]
+  stage_name, _ = _stage_metrics(loaded[0], stage)
+  tests = [_stage_metrics(r, stage)[1] for r in loaded]
+  cells = []
+  for m in METRICS:
+    vals = np.array([t[m] for t in tests if m in t])
+    if len(vals) == 0:
+      cells.append('')
+    elif len(vals) == 1:
+      cells.append(f'{vals[0]:.4f}')
+    else:
+      cells.append(f'{vals.mean():.4f} ± {vals.std():.4f}')
+  secs = [r['timings'].get('wall_s', float('nan')) for r in loaded]
+  beam = loaded[0]['eval']['beam_width']
+  return ([os.path.basename(variant_dir), stage_name, str(len(runs)),
+           str(beam)] + cells + [f'{np.mean(secs) / 60:.1f}'])
+
+
+def table(results_dir: str, name: str) -> str:
+  """Markdown table for a `DATASET[/VARIANT]` name."""
+  base = os.path.join(results_dir, name)
+  dirs = ([base] if glob.glob(os.path.join(base, 'seed*.json')) else
+          sorted(d for d in glob.glob(os.path.join(base, '*'))
+                 if os.path.isdir(d)))
+  rows = [r for r in (_row(d, None) for d in dirs) if r is not None]
+  if not rows:
+    raise ValueError(f'{base}: no seed*.json results')
+  header = (['variant', 'stage', 'seeds', 'beam'] + list(METRICS) +
+            ['wall min'])
+  lines = ['| ' + ' | '.join(header) + ' |',
+           '|' + '---|' * len(header)]
+  lines += ['| ' + ' | '.join(r) + ' |' for r in rows]
+  return '\n'.join(lines) + '\n'
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  text = open(_WORKSPACE.value).read()
+  try:
+    new = _MARKER.sub(lambda m: m.group(1) + table(
+        _RESULTS.value, m.group('name')) + m.group(4), text)
+  except ValueError as e:
+    print(f'make_tables: error: {e}', file=sys.stderr)
+    sys.exit(1)
+  if _CHECK.value:
+    if new != text:
+      print('make_tables: error: WORKSPACE.md tables are stale; run '
+            'python -m launch.make_tables', file=sys.stderr)
+      sys.exit(1)
+    return
+  with open(_WORKSPACE.value, 'w') as f:
+    f.write(new)
+
+
+if __name__ == '__main__':
+  app.run(main)
