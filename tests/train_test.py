@@ -153,3 +153,18 @@ def test_binary_smoke_and_bad_config(tmp_path):
       'train: error: config.model.width=32 is not divisible by '
       'config.model.num_heads=3')
   assert not (tmp_path / 'b' / 'results.json').exists()
+
+
+def test_colliding_index_is_rejected(tmp_path):
+  import shutil  # pylint: disable=g-import-not-at-top
+  src = conftest.REPO_ROOT / 'testdata' / 'synthetic'
+  for name in ('toy.inter.json', 'toy.item.json'):
+    shutil.copy(src / name, tmp_path / name)
+  index = json.loads((src / 'toy.index.json').read_text())
+  index['1'] = index['0']                      # items 0 and 1 collide
+  (tmp_path / 'toy.index.json').write_text(json.dumps(index))
+  config = _smoke_config()
+  config.data.dir = str(tmp_path)
+  config.data.index = str(tmp_path / 'toy.index.json')
+  with pytest.raises(experiment.ConfigError, match='2 items share an SID'):
+    experiment.load_experiment(config)

@@ -18,6 +18,7 @@ from vstar_jax.data import sid_index
 from vstar_jax.data import splits
 from vstar_jax.eval import ranking
 from vstar_jax.models import policy
+from vstar_jax.sid import stats as sid_stats
 from vstar_jax.sid import trie as trie_lib
 
 
@@ -61,13 +62,13 @@ def _make_split(cfg: ml_collections.ConfigDict, ds) -> splits.Split:
 def _sid_codes(config, ds, workdir: Optional[str]) -> tuple[np.ndarray, str]:
   """SIDs from the dataset's index, or built by the SID tokenizer."""
   if ds.sids is not None:
-    collisions = sid_index.sid_collisions(ds.sids)
-    if collisions.num_colliding_items:
+    colliding = sid_stats.collision_summary(ds.sids)['colliding_items']
+    if colliding:
       raise ConfigError(
-          f'{ds.paths["index"]}: {collisions.num_colliding_items} items share '
-          'an SID; collided items would count as hits for each other. Use a '
-          'collision-free index (e.g. a *_zcr variant) or build SIDs '
-          '(config.data.index=None)')
+          f'{ds.paths["index"]}: {colliding} items share an SID; collided '
+          'items would count as hits for each other. Use a collision-free '
+          'index (e.g. a *_zcr variant) or build SIDs (config.data.index='
+          'None)')
     return ds.sids, ds.paths['index']
   if workdir is None:
     raise ConfigError(

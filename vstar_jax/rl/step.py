@@ -165,7 +165,7 @@ def make_rl_step(net: policy.PolicyValueNet,
     grads, metrics = jax.grad(rl_loss, has_aux=True)(
         state.params, ref_params, batch, cands, item_emb, trie, policy_on,
         net=net, cfg=cfg)
-    metrics['grad_norm'] = optax.global_norm(grads)
+    metrics['grad_norm'] = optax.tree.norm(grads)
     metrics['policy_on'] = policy_on
     return state.apply_gradients(grads), metrics
 

@@ -82,7 +82,7 @@ def make_sft_step(net: policy.PolicyValueNet, *, constrained: bool = True
     rng_key = jax.random.fold_in(base_key, state.step)
     grads, metrics = jax.grad(loss_fn, has_aux=True)(
         state.params, batch, trie, rng_key)
-    metrics['grad_norm'] = optax.global_norm(grads)
+    metrics['grad_norm'] = optax.tree.norm(grads)
     return state.apply_gradients(grads), metrics
 
   return sft_step
