@@ -96,3 +96,29 @@ def test_ved_node_values_equal_teacher_forcing(setup):
                              np.asarray(values)[evaluated], atol=1e-4)
   np.testing.assert_allclose(np.asarray(cands.logp), np.asarray(logp),
                              atol=1e-4)
+
+
+def test_compare_rollouts_at_equal_budget(setup):
+  from vstar_jax.rl import rollout_compare  # pylint: disable=g-import-not-at-top
+  sids, trie, params, history, mask = setup
+  net = policy.PolicyValueNet(CFG)
+  prompts = rollout_compare.Prompts(
+      history=np.asarray(history), history_mask=np.asarray(mask),
+      target=np.asarray(history[:, -1]))
+  rows = rollout_compare.compare(
+      net, params, trie, prompts, np.zeros(len(sids), bool), budgets=[13],
+      num_candidates=4, init_beam=2, temperature=1.0, lam=0.1, beta=1.0,
+      batch_size=3, reward='ranking', seed=0)
+  by_method = {r['method']: r for r in rows}
+  assert set(by_method) == {'ved', 'beam', 'sample'}
+  assert by_method['beam']['rollout_cost'] == 13      # width 6: 1 + 2 * 6
+  assert by_method['ved']['rollout_cost'] <= 13
+  for r in rows:
+    assert 0 < r['unique_items'] <= 4
+    assert 0 <= r['zero_adv_frac'] <= 1
+    assert r['ms_per_prompt'] > 0
+  # The budget must fit G candidates for beam and sampling.
+  with pytest.raises(ValueError, match='width'):
+    rollout_compare.rollout_config('beam', 5, num_levels=3, num_candidates=4,
+                                   init_beam=1, temperature=1., lam=.1,
+                                   beta=1.)
