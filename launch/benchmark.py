@@ -60,6 +60,9 @@ _DTYPES = flags.DEFINE_list('dtypes', ['float32'],
                             'e.g. float32,bfloat16.')
 _ABLATIONS = flags.DEFINE_bool('ablations', True,
                                'Train suite: also time ablations.')
+_PROFILE = flags.DEFINE_bool(
+    'profile', True, 'Trace our search / the SFT step with jax.profiler and '
+    'report the share of op time per category.')
 _NUM_REPEATS = flags.DEFINE_integer('num_repeats', 5,
                                     'Timed calls per measurement.')
 _MATMUL_SIZE = flags.DEFINE_integer('matmul_size', 2048,
@@ -122,7 +125,8 @@ def _run() -> dict:
           cfg, jax.random.key(_SEED.value))
       settings = suites.DecodeSettings(
           beam_widths=_int_list('beam_widths', _BEAM_WIDTHS.value),
-          num_users=_NUM_USERS.value, num_repeats=_NUM_REPEATS.value)
+          num_users=_NUM_USERS.value, num_repeats=_NUM_REPEATS.value,
+          profile=_PROFILE.value)
       result = suites.run_decode_suite(
           net, params, trie, ds.sids, split.test, settings=settings,
           peak_flops=peak['float32'])
@@ -131,7 +135,7 @@ def _run() -> dict:
       settings = suites.TrainSettings(
           batch_size=_BATCH_SIZE.value, num_repeats=_NUM_REPEATS.value,
           dtypes=tuple(_DTYPES.value), ablations=_ABLATIONS.value,
-          seed=_SEED.value)
+          profile=_PROFILE.value, seed=_SEED.value)
       result = suites.run_train_suite(cfg, trie, split.train,
                                       settings=settings, peak_flops=peak)
       setup += (f', batch {settings.batch_size} training windows, dropout '

@@ -18,6 +18,7 @@ import pytest
 
 from vstar_jax.benchmarking import flops
 from vstar_jax.benchmarking import host_beam
+from vstar_jax.benchmarking import profile
 from vstar_jax.benchmarking import timing
 from vstar_jax.models import policy
 from vstar_jax.sid import trie as trie_lib
@@ -26,7 +27,7 @@ from vstar_jax.train import sft
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TOY = ['--data_dir=testdata/synthetic', '--dataset=toy', '--index_path=',
        '--max_history=5', '--width=64', '--num_layers=2', '--num_heads=2',
-       '--num_repeats=2', '--matmul_size=128',
+       '--num_repeats=1', '--matmul_size=128',
        # Compiles faster; these tests time nothing.
        '--jax_disable_most_optimizations']
 MACHINE_KEYS = {'cpu_model', 'num_cpus', 'num_cpus_usable', 'jax_version',
@@ -68,15 +69,18 @@ def test_decode_suite(tmp_path):
     assert set(row['methods']) == {'ours', 'ours_unconstrained',
                                    'host_dict_trie'}
     for m in row['methods'].values():
-      assert len(m['times_s']) == 2 and m['median_s'] > 0
+      assert len(m['times_s']) == 1 and m['median_s'] > 0
       assert m['compile_s'] > 0 and m['users_per_s'] > 0
     assert row['reference_check'] == {
         'num_users': 6, 'same_items_in_order': 6, 'same_item_sets': 6}
     f = row['flops_per_user']
     assert f['analytic_minimal'] < f['analytic_as_written']
-    # Matmuls dominate at width 64; XLA adds elementwise ops, top-k etc.
-    assert 1. <= f['xla_cost_analysis'] / f['analytic_as_written'] < 1.25
+    # XLA also counts elementwise ops, top-k etc.: a few percent.
+    assert 0.97 <= f['xla_cost_analysis'] / f['analytic_as_written'] < 1.05
     assert row['ours_over_floor'] > 0
+    shares = row['ours_time_by_category']
+    assert abs(sum(shares.values()) - 1.) < 1e-6
+    assert shares['dense layers (qkv, out, mlp)'] > 0
   names = [t['name'] for t in result['targets']]
   assert 'beam 8: constrained / unconstrained time' in names
   assert all(isinstance(t['holds'], bool) for t in result['targets'])
@@ -85,7 +89,8 @@ def test_decode_suite(tmp_path):
 def test_train_suite(tmp_path):
   out = tmp_path / 'sub' / 'train.json'
   proc = _run('--suite=train', f'--out={out}', '--batch_size=8',
-              '--ablations=false', '--dropout_rate=0', *TOY)
+              '--ablations=false', '--dropout_rate=0', '--profile=false',
+              *TOY)
   assert proc.returncode == 0, proc.stderr
   result = json.loads(out.read_text())
   _check_common(result, out, proc.stdout)
@@ -94,6 +99,7 @@ def test_train_suite(tmp_path):
   assert row['examples_per_s'] > 0 and row['analytic_peak_fraction'] > 0
   assert row['flops_per_step']['xla_cost_analysis'] > 0
   assert result['model_config']['num_levels'] == 3
+  assert row['time_by_category'] is None
   (target,) = result['targets']
   assert target['bound'] == 0.25
 
@@ -119,6 +125,20 @@ def test_dict_trie():
   assert {k: v.tolist() for k, v in allowed.items()} == {
       (): [0, 3], (0,): [1], (3,): [0], (0, 1): [0, 2], (3, 0): [0]}
   assert items == {(0, 1, 2): 0, (0, 1, 0): 1, (3, 0, 0): 2}
+
+
+def test_categorize_op_names():
+  net = 'jit(f)/jvp(PolicyValueNet)/PolicyValueNet.decode/'
+  assert profile.categorize(
+      net + 'block_0.decode/block_0._mlp/mlp_in/dot_general') == (
+          'dense layers (qkv, out, mlp)')
+  assert profile.categorize(
+      'jit(f)/transpose(' + net[7:] + 'block_1.decode/dropout/mul') == (
+          'dropout (bwd)')
+  assert profile.categorize(net + 'bkqd,ldv->bkqlv/dot_general') == (
+      'output head')
+  assert profile.categorize('jit(f)/top_k') == profile.OTHER
+  assert profile.categorize('') == profile.OTHER
 
 
 def test_time_calls_warms_up_then_times_each_call():
@@ -150,4 +170,4 @@ def test_sft_forward_flops_match_xla():
       constrained=True, train=False)[0])
   xla = timing.cost_flops(loss.lower(params, batch, trie).compile()) / 8
   analytic = flops.sft_forward_flops(cfg, num_history=6, minimal=False)
-  assert 1. <= xla / analytic < 1.15
+  assert 0.97 <= xla / analytic < 1.1

@@ -14,9 +14,11 @@ GELU and softmax are not counted. Two variants:
 Dead code is left out of both, as XLA removes it: the value block (beam
 search and the SFT loss never read values) and, for history tokens, the last
 layer after its key/value projection (only its keys and values are read).
-Its q, k, v projection is one matmul, so `minimal=False` counts all three and
-`minimal=True` only k and v. tests/benchmark_test.py cross-checks the
-`minimal=False` counts against XLA's cost_analysis.
+That projection is one q, k, v matmul, so `minimal=False` counts all three
+and `minimal=True` only k and v. One exception in beam search as written:
+the value block's q, k, v projection of decoder tokens survives, because its
+keys share the path-cache arrays with the trunk's. tests/benchmark_test.py
+cross-checks the `minimal=False` counts against XLA's cost_analysis.
 
 Shapes: T history, L levels, K beams, V codes, D width.
 """
@@ -64,6 +66,8 @@ def beam_search_flops(cfg: policy.PolicyConfig, *, num_history: int,
   for depth in range(1, cfg.num_levels):
     flops += trunk_flops(cfg, beam_width, num_history + depth + 1)
   num_decoder = 1 + (cfg.num_levels - 1) * beam_width
+  if not minimal:   # the value block's q, k, v projection (see above)
+    flops += num_decoder * 6 * cfg.width * cfg.width
   return flops + head_flops(cfg, num_decoder, minimal=minimal)
 
 

@@ -37,6 +37,24 @@ def _targets(result: dict) -> list[str]:
   return lines
 
 
+def _breakdown(columns: dict[str, dict[str, float] | None]) -> list[str]:
+  """Table of op-time shares: one row per category, one column per run."""
+  columns = {k: v for k, v in columns.items() if v}
+  if not columns:
+    return []
+  categories = []
+  for shares in columns.values():
+    categories += [c for c in shares if c not in categories]
+  lines = ['', 'Share of summed op time (jax.profiler trace, grouped by '
+           'op name; `vstar_jax/benchmarking/profile.py`):', '',
+           '| category | ' + ' | '.join(columns) + ' |',
+           '| --- |' + ' --- |' * len(columns)]
+  for c in categories:
+    lines.append(f'| {c} | ' + ' | '.join(
+        f'{s.get(c, 0.):.1%}' for s in columns.values()) + ' |')
+  return lines
+
+
 def decode_markdown(result: dict) -> str:
   peak = result['matmul_flops_per_s']['float32']
   lines = _header(result) + [
@@ -71,6 +89,8 @@ def decode_markdown(result: dict) -> str:
         f'{row["ours_over_floor"]:.1f}x | '
         f'{split["device"] * 1e3:.3f} / {split["mask"] * 1e3:.3f} / '
         f'{split["select"] * 1e3:.3f} |')
+  lines += _breakdown({f'ours, beam {r["beam_width"]}':
+                       r['ours_time_by_category'] for r in result['rows']})
   return '\n'.join(lines + _targets(result)) + '\n'
 
 
@@ -92,4 +112,6 @@ def train_markdown(result: dict) -> str:
                     for k, v in result['matmul_flops_per_s'].items())
   lines += ['', f'Matmul peak (best of several): {peaks}. Analytic FLOPs: '
             '3x forward (1x for forward_only) of the network as written.']
+  lines += _breakdown({f'{r["variant"]} {r["dtype"]}': r['time_by_category']
+                       for r in result['rows']})
   return '\n'.join(lines + _targets(result)) + '\n'

@@ -19,6 +19,7 @@ import numpy as np
 
 from vstar_jax.benchmarking import flops
 from vstar_jax.benchmarking import host_beam
+from vstar_jax.benchmarking import profile
 from vstar_jax.benchmarking import timing
 from vstar_jax.data import pipeline
 from vstar_jax.data import splits
@@ -40,6 +41,7 @@ class DecodeSettings:
   beam_widths: tuple[int, ...] = (10, 50)
   num_users: int = 256          # users per batch (one timed call)
   num_repeats: int = 5          # timed batches per method
+  profile: bool = True          # op-time breakdown of our search
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +50,7 @@ class TrainSettings:
   num_repeats: int = 5          # timed steps per variant
   dtypes: tuple[str, ...] = ('float32',)
   ablations: bool = True
+  profile: bool = True          # op-time breakdown of the SFT steps
   seed: int = 0
 
 
@@ -61,26 +64,28 @@ def _user_batches(examples: splits.Examples, num_users: int,
 
 
 def _decode_one_width(net, params, trie, codes, host_batches, dev_batches,
-                      beam_width, num_repeats, peak_flops):
+                      beam_width, settings, peak_flops):
   cfg = net.cfg
   num_users = host_batches[0][0].shape[0]
   num_history = host_batches[0][0].shape[1]
+  num_repeats = settings.num_repeats
   methods = {}
-  ours_items = None
   for constrained in (True, False):
     search = jax.jit(functools.partial(
         beam.beam_search, net, beam_width=beam_width,
         constrained=constrained))
     compiled, compile_s = timing.compile_timed(
         search, params, trie, *dev_batches[0])
-    if constrained:
-      ours_items = np.asarray(jax.device_get(
-          compiled(params, trie, *dev_batches[0]).items))
-      xla_flops = timing.cost_flops(compiled) / num_users
+    call = lambda i, c=compiled: c(params, trie, *dev_batches[i + 1])
     methods['ours' if constrained else 'ours_unconstrained'] = (
-        timing.time_calls(
-            lambda i, c=compiled: c(params, trie, *dev_batches[i + 1]),
-            num_calls=num_repeats, compile_s=compile_s))
+        timing.time_calls(call, num_calls=num_repeats, compile_s=compile_s))
+    if constrained:
+      ours = compiled
+      ours_items = np.asarray(jax.device_get(call(-1).items))
+      breakdown = None
+      if settings.profile:   # after timing: the profiler must not perturb it
+        breakdown = profile.time_by_category(compiled, lambda call=call: [
+            jax.block_until_ready(call(i)) for i in range(num_repeats)])
 
   reference = host_beam.HostTrieBeamSearch(net, codes, beam_width=beam_width)
   first = timing.time_calls(lambda i: reference(params, *host_batches[0]),
@@ -120,13 +125,14 @@ def _decode_one_width(net, params, trie, codes, host_batches, dev_batches,
               set(a) == set(b) for a, b in zip(ours_items.tolist(),
                                                ref_items.tolist()))),
       },
-      'flops_per_user': {'analytic_minimal': minimal,
-                         'analytic_as_written': as_written,
-                         'xla_cost_analysis': xla_flops},
+      'flops_per_user': {
+          'analytic_minimal': minimal, 'analytic_as_written': as_written,
+          'xla_cost_analysis': timing.cost_flops(ours) / num_users},
       'floor_s_per_user': floor_s,
       'ours_s_per_user': ours_s,
       'ours_over_floor': ours_s / floor_s,
       'achieved_flops_per_s': minimal / ours_s,
+      'ours_time_by_category': breakdown,
   }
 
 
@@ -152,7 +158,7 @@ def run_decode_suite(net: policy.PolicyValueNet, params,
                                settings.num_repeats + 1)
   dev_batches = [jax.device_put(b) for b in host_batches]
   rows = [_decode_one_width(net, params, trie, codes, host_batches,
-                            dev_batches, k, settings.num_repeats, peak_flops)
+                            dev_batches, k, settings, peak_flops)
           for k in settings.beam_widths]
   targets = []
   for row in rows:
@@ -256,6 +262,11 @@ def run_train_suite(cfg: policy.PolicyConfig, trie: trie_lib.PrefixTrie,
     xla_flops = timing.cost_flops(compiled)
     t = timing.time_calls(call, num_calls=settings.num_repeats,
                           compile_s=compile_s)
+    breakdown = None
+    if settings.profile and name == 'sft_step':
+      breakdown = profile.time_by_category(compiled, lambda call=call: [
+          jax.block_until_ready(call(i))
+          for i in range(settings.num_repeats)])
     per_example = (flops.sft_forward_flops if kind == 'loss'
                    else flops.sft_train_flops)
     analytic = settings.batch_size * per_example(
@@ -271,7 +282,8 @@ def run_train_suite(cfg: policy.PolicyConfig, trie: trie_lib.PrefixTrie,
                         'xla_cost_analysis': xla_flops},
         peak_flops_per_s=peak_flops[dtype],
         analytic_peak_fraction=analytic / t.median_s / peak_flops[dtype],
-        xla_peak_fraction=xla_flops / t.median_s / peak_flops[dtype]))
+        xla_peak_fraction=xla_flops / t.median_s / peak_flops[dtype],
+        time_by_category=breakdown))
   targets = [
       _target(f'{r["dtype"]} SFT step: analytic FLOP/s / matmul peak',
               r['analytic_peak_fraction'], '>=', MIN_TRAIN_PEAK_FRACTION)
