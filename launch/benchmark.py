@@ -45,16 +45,21 @@ _DATASET = flags.DEFINE_string('dataset', 'Scientific', 'Dataset file stem.')
 _INDEX = flags.DEFINE_string(
     'index_path', f'{_SCIENTIFIC}/indexes/rqvae_zcr/Scientific.index.json.gz',
     'SID index (unique SIDs); empty: <dataset>.index.json in --data_dir.')
-_MAX_HISTORY = flags.DEFINE_integer('max_history', 20, 'History length T.')
-_WIDTH = flags.DEFINE_integer('width', 128, 'Model width D.')
-_NUM_LAYERS = flags.DEFINE_integer('num_layers', 2, 'Transformer layers.')
-_NUM_HEADS = flags.DEFINE_integer('num_heads', 4, 'Attention heads.')
-_DROPOUT = flags.DEFINE_float('dropout_rate', 0.1, 'Dropout (train suite).')
+_MAX_HISTORY = flags.DEFINE_integer('max_history', 20, 'History length T.',
+                                    lower_bound=1)
+_WIDTH = flags.DEFINE_integer('width', 128, 'Model width D.', lower_bound=1)
+_NUM_LAYERS = flags.DEFINE_integer('num_layers', 2, 'Transformer layers.',
+                                   lower_bound=1)
+_NUM_HEADS = flags.DEFINE_integer('num_heads', 4, 'Attention heads.',
+                                  lower_bound=1)
+_DROPOUT = flags.DEFINE_float('dropout_rate', 0.1, 'Dropout (train suite).',
+                              lower_bound=0., upper_bound=0.9)
 _BEAM_WIDTHS = flags.DEFINE_list('beam_widths', ['10', '50'],
                                  'Beam widths K (decode suite).')
-_NUM_USERS = flags.DEFINE_integer('num_users', 256,
-                                  'Users per decode batch.')
-_BATCH_SIZE = flags.DEFINE_integer('batch_size', 256, 'SFT batch size.')
+_NUM_USERS = flags.DEFINE_integer('num_users', 256, 'Users per decode batch.',
+                                  lower_bound=1)
+_BATCH_SIZE = flags.DEFINE_integer('batch_size', 256, 'SFT batch size.',
+                                   lower_bound=1)
 _DTYPES = flags.DEFINE_list('dtypes', ['float32'],
                             'Compute dtypes of the SFT step (train suite), '
                             'e.g. float32,bfloat16.')
@@ -64,9 +69,11 @@ _PROFILE = flags.DEFINE_bool(
     'profile', True, 'Trace our search / the SFT step with jax.profiler and '
     'report the share of op time per category.')
 _NUM_REPEATS = flags.DEFINE_integer('num_repeats', 5,
-                                    'Timed calls per measurement.')
+                                    'Timed calls per measurement.',
+                                    lower_bound=1)
 _MATMUL_SIZE = flags.DEFINE_integer('matmul_size', 2048,
-                                    'n of the n^3 peak-FLOP/s matmul.')
+                                    'n of the n^3 peak-FLOP/s matmul.',
+                                    lower_bound=1)
 _SEED = flags.DEFINE_integer('seed', 0, 'Parameter and shuffle seed.')
 
 
@@ -101,6 +108,10 @@ def _run() -> dict:
   for dtype in _DTYPES.value:
     if dtype not in ('float32', 'bfloat16'):
       raise _UsageError(f'--dtypes: float32 or bfloat16, got {dtype!r}')
+  beam_widths = _int_list('beam_widths', _BEAM_WIDTHS.value)
+  if _WIDTH.value % _NUM_HEADS.value:
+    raise _UsageError(f'--width={_WIDTH.value} is not divisible by '
+                      f'--num_heads={_NUM_HEADS.value}')
   ds, split, trie = _load()
   cfg = policy.PolicyConfig(
       num_levels=trie.num_levels, vocab_size=trie.vocab_size,
@@ -124,7 +135,7 @@ def _run() -> dict:
       params = jax.jit(policy.init_params, static_argnums=0)(
           cfg, jax.random.key(_SEED.value))
       settings = suites.DecodeSettings(
-          beam_widths=_int_list('beam_widths', _BEAM_WIDTHS.value),
+          beam_widths=beam_widths,
           num_users=_NUM_USERS.value, num_repeats=_NUM_REPEATS.value,
           profile=_PROFILE.value)
       result = suites.run_decode_suite(

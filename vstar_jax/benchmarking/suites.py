@@ -184,14 +184,18 @@ def _target(name, value, op, bound) -> dict:
 
 
 def _train_variants(settings: TrainSettings):
-  """(name, dtype, dropout?, kind, constrained) of each timed variant."""
-  variants = [('sft_step', d, True, 'step', True) for d in settings.dtypes]
+  """(name, dtype, config overrides, kind, constrained) of each variant."""
+  variants = [('sft_step', d, {}, 'step', True) for d in settings.dtypes]
   if settings.ablations:
     variants += [
-        ('no_dropout', 'float32', False, 'step', True),
-        ('unconstrained_loss', 'float32', True, 'step', False),
-        ('grad_no_optimizer', 'float32', True, 'grad', True),
-        ('forward_only', 'float32', True, 'loss', True),
+        ('no_dropout', 'float32', {'dropout_rate': 0.}, 'step', True),
+        # Same SFT loss and gradients: values are unused in SFT, but with
+        # value_grad_to_trunk their zero cotangents are back-propagated.
+        ('value_grad_to_trunk=False', 'float32',
+         {'value_grad_to_trunk': False}, 'step', True),
+        ('unconstrained_loss', 'float32', {}, 'step', False),
+        ('grad_no_optimizer', 'float32', {}, 'grad', True),
+        ('forward_only', 'float32', {}, 'loss', True),
     ]
   return variants
 
@@ -235,9 +239,8 @@ def run_train_suite(cfg: policy.PolicyConfig, trie: trie_lib.PrefixTrie,
       learning_rate=1e-3, total_steps=10_000, warmup_steps=100,
       weight_decay=0.01, grad_clip=1.0)
   rows = []
-  for name, dtype, dropout, kind, constrained in _train_variants(settings):
-    vcfg = dataclasses.replace(
-        cfg, dtype=dtype, dropout_rate=cfg.dropout_rate if dropout else 0.)
+  for name, dtype, overrides, kind, constrained in _train_variants(settings):
+    vcfg = dataclasses.replace(cfg, dtype=dtype, **overrides)
     net = policy.PolicyValueNet(vcfg)
     params = jax.jit(policy.init_params, static_argnums=0)(
         vcfg, jax.random.key(settings.seed))
