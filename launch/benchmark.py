@@ -151,6 +151,10 @@ def _run() -> dict:
                                       settings=settings, peak_flops=peak)
       setup += (f', batch {settings.batch_size} training windows, dropout '
                 f'{cfg.dropout_rate}')
+    # Again at the end: a shared machine's load may have changed meanwhile.
+    peak_after = {d: flops.measure_matmul_flops(_MATMUL_SIZE.value,
+                                                dtype=jnp.dtype(d))
+                  for d in sorted(peaks_for)}
   result.update(
       suite=_SUITE.value, command=' '.join(['python -m launch.benchmark'] +
                                            sys.argv[1:]),
@@ -158,7 +162,7 @@ def _run() -> dict:
           'load_avg_1_5_15'],
       cpu_other_share=share.other_share, setup=setup,
       model_config=dataclasses.asdict(cfg), matmul_flops_per_s=peak,
-      matmul_size=_MATMUL_SIZE.value)
+      matmul_flops_per_s_after=peak_after, matmul_size=_MATMUL_SIZE.value)
   return result
 
 
