@@ -1,0 +1,189 @@
+r"""Decode and SFT-training benchmarks on a real catalogue.
+
+  python -m launch.benchmark --suite=decode \
+      --out=results/benchmarks/decode_cpu.json
+  python -m launch.benchmark --suite=train \
+      --out=results/benchmarks/train_cpu.json
+
+decode: users/s of trie-constrained beam search (beam 10 and 50) on
+  leave-one-out test histories, against the unconstrained search, a host
+  dict-trie reference and the FLOP floor.
+train: SFT step examples/s and FLOP/s as a fraction of the matmul peak, with
+  ablations (--ablations=false to skip them).
+
+Prints a Markdown table and writes the JSON (with the machine description)
+and the same table as a .md beside it. The measuring code lives in
+vstar_jax/benchmarking/.
+"""
+import dataclasses
+import json
+import pathlib
+import sys
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+
+from vstar_jax import data
+from vstar_jax.benchmarking import flops
+from vstar_jax.benchmarking import machine
+from vstar_jax.benchmarking import report
+from vstar_jax.benchmarking import suites
+from vstar_jax.models import policy
+from vstar_jax.sid import atomic_io
+from vstar_jax.sid import errors as sid_errors
+from vstar_jax.sid import trie as trie_lib
+
+_SCIENTIFIC = '../shared/data/amazon_scientific'
+_SUITE = flags.DEFINE_enum('suite', None, ['decode', 'train'], 'Suite.',
+                           required=True)
+_OUT = flags.DEFINE_string('out', None, 'JSON result file (.json); the table '
+                           'goes to the same path with .md.', required=True)
+_DATA_DIR = flags.DEFINE_string('data_dir', _SCIENTIFIC, 'Dataset folder.')
+_DATASET = flags.DEFINE_string('dataset', 'Scientific', 'Dataset file stem.')
+_INDEX = flags.DEFINE_string(
+    'index_path', f'{_SCIENTIFIC}/indexes/rqvae_zcr/Scientific.index.json.gz',
+    'SID index (unique SIDs); empty: <dataset>.index.json in --data_dir.')
+_MAX_HISTORY = flags.DEFINE_integer('max_history', 20, 'History length T.',
+                                    lower_bound=1)
+_WIDTH = flags.DEFINE_integer('width', 128, 'Model width D.', lower_bound=1)
+_NUM_LAYERS = flags.DEFINE_integer('num_layers', 2, 'Transformer layers.',
+                                   lower_bound=1)
+_NUM_HEADS = flags.DEFINE_integer('num_heads', 4, 'Attention heads.',
+                                  lower_bound=1)
+_DROPOUT = flags.DEFINE_float('dropout_rate', 0.1, 'Dropout (train suite).',
+                              lower_bound=0., upper_bound=0.9)
+_BEAM_WIDTHS = flags.DEFINE_list('beam_widths', ['10', '50'],
+                                 'Beam widths K (decode suite).')
+_NUM_USERS = flags.DEFINE_integer('num_users', 256, 'Users per decode batch.',
+                                  lower_bound=1)
+_BATCH_SIZE = flags.DEFINE_integer('batch_size', 256, 'SFT batch size.',
+                                   lower_bound=1)
+_DTYPES = flags.DEFINE_list('dtypes', ['float32'],
+                            'Compute dtypes of the SFT step (train suite), '
+                            'e.g. float32,bfloat16.')
+_ABLATIONS = flags.DEFINE_bool('ablations', True,
+                               'Train suite: also time ablations.')
+_PROFILE = flags.DEFINE_bool(
+    'profile', True, 'Trace our search / the SFT step with jax.profiler and '
+    'report the share of op time per category.')
+_NUM_REPEATS = flags.DEFINE_integer('num_repeats', 5,
+                                    'Timed calls per measurement.',
+                                    lower_bound=1)
+_MATMUL_SIZE = flags.DEFINE_integer('matmul_size', 2048,
+                                    'n of the n^3 peak-FLOP/s matmul.',
+                                    lower_bound=1)
+_SEED = flags.DEFINE_integer('seed', 0, 'Parameter and shuffle seed.')
+
+
+class _UsageError(ValueError):
+  """A bad flag value; str is one line."""
+
+
+def _int_list(name: str, values: list[str]) -> tuple[int, ...]:
+  try:
+    out = tuple(int(v) for v in values)
+  except ValueError:
+    raise _UsageError(f'--{name}: expected integers, got {values}') from None
+  if not out or min(out) < 1:
+    raise _UsageError(f'--{name}: expected positive integers, got {values}')
+  return out
+
+
+def _load():
+  ds = data.load_dataset(_DATA_DIR.value, _DATASET.value,
+                         index_path=_INDEX.value or None)
+  if ds.sids is None:
+    raise _UsageError(f'{_DATA_DIR.value}: dataset {_DATASET.value} has no '
+                      'SID index; pass --index_path')
+  split = data.leave_one_out_split(ds, max_history=_MAX_HISTORY.value)
+  return ds, split, trie_lib.build_trie(ds.sids)
+
+
+def _run() -> dict:
+  out = pathlib.Path(_OUT.value)
+  if out.suffix != '.json':
+    raise _UsageError(f'--out must end in .json, got {out}')
+  for dtype in _DTYPES.value:
+    if dtype not in ('float32', 'bfloat16'):
+      raise _UsageError(f'--dtypes: float32 or bfloat16, got {dtype!r}')
+  beam_widths = _int_list('beam_widths', _BEAM_WIDTHS.value)
+  if _WIDTH.value % _NUM_HEADS.value:
+    raise _UsageError(f'--width={_WIDTH.value} is not divisible by '
+                      f'--num_heads={_NUM_HEADS.value}')
+  ds, split, trie = _load()
+  cfg = policy.PolicyConfig(
+      num_levels=trie.num_levels, vocab_size=trie.vocab_size,
+      max_history=_MAX_HISTORY.value, width=_WIDTH.value,
+      num_layers=_NUM_LAYERS.value, num_heads=_NUM_HEADS.value,
+      dropout_rate=_DROPOUT.value)
+  setup = (f'{ds.name}: {ds.num_items:,} items, L={trie.num_levels}, '
+           f'V={trie.vocab_size} ({ds.paths["index"]}); model width '
+           f'{cfg.width}, {cfg.num_layers} layers, {cfg.num_heads} heads, '
+           f'history {cfg.max_history}; {_NUM_REPEATS.value} timed calls, '
+           'median')
+  peaks_for = {'float32'} | (set(_DTYPES.value) if _SUITE.value == 'train'
+                             else set())
+  with machine.CpuShare() as share:
+    description = machine.describe_machine()
+    peak = {d: flops.measure_matmul_flops(_MATMUL_SIZE.value,
+                                          dtype=jnp.dtype(d))
+            for d in sorted(peaks_for)}
+    if _SUITE.value == 'decode':
+      net = policy.PolicyValueNet(cfg)
+      params = jax.jit(policy.init_params, static_argnums=0)(
+          cfg, jax.random.key(_SEED.value))
+      settings = suites.DecodeSettings(
+          beam_widths=beam_widths,
+          num_users=_NUM_USERS.value, num_repeats=_NUM_REPEATS.value,
+          profile=_PROFILE.value)
+      result = suites.run_decode_suite(
+          net, params, trie, ds.sids, split.test, settings=settings,
+          peak_flops=peak['float32'])
+      setup += f', {settings.num_users} users per batch (test histories)'
+    else:
+      settings = suites.TrainSettings(
+          batch_size=_BATCH_SIZE.value, num_repeats=_NUM_REPEATS.value,
+          dtypes=tuple(_DTYPES.value), ablations=_ABLATIONS.value,
+          profile=_PROFILE.value, seed=_SEED.value)
+      result = suites.run_train_suite(cfg, trie, split.train,
+                                      settings=settings, peak_flops=peak)
+      setup += (f', batch {settings.batch_size} training windows, dropout '
+                f'{cfg.dropout_rate}')
+    # Again at the end: a shared machine's load may have changed meanwhile.
+    peak_after = {d: flops.measure_matmul_flops(_MATMUL_SIZE.value,
+                                                dtype=jnp.dtype(d))
+                  for d in sorted(peaks_for)}
+  result.update(
+      suite=_SUITE.value, command=' '.join(['python -m launch.benchmark'] +
+                                           sys.argv[1:]),
+      machine=description, load_avg_after=machine.describe_machine()[
+          'load_avg_1_5_15'],
+      cpu_other_share=share.other_share, setup=setup,
+      model_config=dataclasses.asdict(cfg), matmul_flops_per_s=peak,
+      matmul_flops_per_s_after=peak_after, matmul_size=_MATMUL_SIZE.value)
+  return result
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  try:
+    result = _run()
+  except (_UsageError, data.DataError, sid_errors.SidError) as e:
+    print(f'benchmark: {e}', file=sys.stderr)
+    sys.exit(1)
+  table = (report.decode_markdown(result) if result['suite'] == 'decode'
+           else report.train_markdown(result))
+  print(table)
+  out = pathlib.Path(_OUT.value)
+  atomic_io.write_files_atomically({
+      out: (json.dumps(result, indent=1) + '\n').encode('utf-8'),
+      out.with_suffix('.md'): table.encode('utf-8')})
+
+
+if __name__ == '__main__':
+  jax.config.update('jax_threefry_partitionable', True)
+  jax.config.config_with_absl()
+  app.run(main)

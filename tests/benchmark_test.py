@@ -1,0 +1,173 @@
+"""launch/benchmark.py on the toy dataset (tiny model), and its harness.
+
+No timing assertions: the binary must run, write well-formed JSON and
+Markdown, match the host reference's items exactly, and count FLOPs as XLA
+does.
+"""
+import functools
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vstar_jax.benchmarking import flops
+from vstar_jax.benchmarking import host_beam
+from vstar_jax.benchmarking import profile
+from vstar_jax.benchmarking import timing
+from vstar_jax.models import policy
+from vstar_jax.sid import trie as trie_lib
+from vstar_jax.train import sft
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+TOY = ['--data_dir=testdata/synthetic', '--dataset=toy', '--index_path=',
+       '--max_history=5', '--width=64', '--num_layers=2', '--num_heads=2',
+       '--num_repeats=1', '--matmul_size=128',
+       # Compiles faster; these tests time nothing.
+       '--jax_disable_most_optimizations']
+MACHINE_KEYS = {'cpu_model', 'num_cpus', 'num_cpus_usable', 'jax_version',
+                'backend', 'devices', 'date_utc', 'load_avg_1_5_15'}
+
+
+def _run(*args):
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  return subprocess.run(
+      [sys.executable, '-m', 'launch.benchmark', *args], cwd=REPO, env=env,
+      capture_output=True, text=True, timeout=120, check=False)
+
+
+def _check_common(result, out, stdout):
+  assert result['machine'].keys() >= MACHINE_KEYS
+  assert result['machine']['num_cpus'] >= 1
+  assert result['machine']['backend'] == 'cpu'
+  assert 0. <= result['cpu_other_share'] <= 1.
+  assert result['matmul_flops_per_s']['float32'] > 0
+  table = out.with_suffix('.md').read_text()
+  assert table.strip() in stdout
+  assert '| target | value | bound | holds |' in table
+  # Nothing else, e.g. no temp file left behind.
+  assert sorted(p.name for p in out.parent.iterdir()) == sorted(
+      [out.name, out.with_suffix('.md').name])
+
+
+def test_decode_suite(tmp_path):
+  out = tmp_path / 'decode.json'
+  # Beam 8 > the 4 root codes: dead beams must agree as well.
+  proc = _run('--suite=decode', f'--out={out}', '--beam_widths=8',
+              '--num_users=6', *TOY)
+  assert proc.returncode == 0, proc.stderr
+  result = json.loads(out.read_text())
+  _check_common(result, out, proc.stdout)
+  assert result['suite'] == 'decode'
+  assert [r['beam_width'] for r in result['rows']] == [8]
+  for row in result['rows']:
+    assert set(row['methods']) == {'ours', 'ours_unconstrained',
+                                   'host_dict_trie'}
+    for m in row['methods'].values():
+      assert len(m['times_s']) == 1 and m['median_s'] > 0
+      assert m['compile_s'] > 0 and m['users_per_s'] > 0
+    assert row['reference_check'] == {
+        'num_users': 6, 'same_items_in_order': 6, 'same_item_sets': 6}
+    f = row['flops_per_user']
+    assert f['analytic_minimal'] < f['analytic_as_written']
+    # XLA also counts elementwise ops, top-k etc.: a few percent.
+    assert 0.97 <= f['xla_cost_analysis'] / f['analytic_as_written'] < 1.05
+    assert row['ours_over_floor'] > 0
+    shares = row['ours_time_by_category']
+    assert abs(sum(shares.values()) - 1.) < 1e-6
+    assert shares['dense layers (qkv, out, mlp)'] > 0
+  names = [t['name'] for t in result['targets']]
+  assert 'beam 8: constrained / unconstrained time' in names
+  assert all(isinstance(t['holds'], bool) for t in result['targets'])
+
+
+def test_train_suite(tmp_path):
+  out = tmp_path / 'sub' / 'train.json'
+  proc = _run('--suite=train', f'--out={out}', '--batch_size=8',
+              '--ablations=false', '--dropout_rate=0', '--profile=false',
+              *TOY)
+  assert proc.returncode == 0, proc.stderr
+  result = json.loads(out.read_text())
+  _check_common(result, out, proc.stdout)
+  (row,) = result['rows']
+  assert row['variant'] == 'sft_step' and row['dtype'] == 'float32'
+  assert row['examples_per_s'] > 0 and row['analytic_peak_fraction'] > 0
+  assert row['flops_per_step']['xla_cost_analysis'] > 0
+  assert result['model_config']['num_levels'] == 3
+  assert row['time_by_category'] is None
+  (target,) = result['targets']
+  assert target['bound'] == 0.25
+
+
+@pytest.mark.parametrize('flag, message', [
+    ('--index_path=/nonexistent/x.index.json', '/nonexistent/x.index.json'),
+    ('--dtypes=float16', 'float16'),
+])
+def test_bad_input_is_one_line_error(tmp_path, flag, message):
+  out = tmp_path / 'r.json'
+  proc = _run('--suite=decode', f'--out={out}', *TOY, flag)
+  assert proc.returncode == 1
+  assert 'Traceback' not in proc.stderr
+  (line,) = [l for l in proc.stderr.splitlines()
+             if l.startswith('benchmark:')]
+  assert message in line
+  assert not out.exists() and not out.with_suffix('.md').exists()
+
+
+def test_dict_trie():
+  codes = np.array([[0, 1, 2], [0, 1, 0], [3, 0, 0]])
+  allowed, items = host_beam.build_dict_trie(codes)
+  assert {k: v.tolist() for k, v in allowed.items()} == {
+      (): [0, 3], (0,): [1], (3,): [0], (0, 1): [0, 2], (3, 0): [0]}
+  assert items == {(0, 1, 2): 0, (0, 1, 0): 1, (3, 0, 0): 2}
+
+
+def test_categorize_op_names():
+  net = 'jit(f)/jvp(PolicyValueNet)/PolicyValueNet.decode/'
+  assert profile.categorize(
+      net + 'block_0.decode/block_0._mlp/mlp_in/dot_general') == (
+          'dense layers (qkv, out, mlp)')
+  assert profile.categorize(
+      'jit(f)/transpose(' + net[7:] + 'block_1.decode/dropout/mul') == (
+          'dropout (bwd)')
+  assert profile.categorize(net + 'bkqd,ldv->bkqlv/dot_general') == (
+      'output head')
+  assert profile.categorize('jit(f)/top_k') == profile.OTHER
+  assert profile.categorize('') == profile.OTHER
+
+
+def test_time_calls_warms_up_then_times_each_call():
+  seen = []
+  t = timing.time_calls(lambda i: seen.append(i) or jnp.zeros(()),
+                        num_calls=3, num_warmup=2, compile_s=1.5)
+  assert seen == [-2, -1, 0, 1, 2]
+  assert len(t.times_s) == 3 and t.compile_s == 1.5
+  assert t.min_s <= t.median_s
+  with pytest.raises(ValueError, match='num_calls'):
+    timing.time_calls(lambda i: None, num_calls=0)
+
+
+def test_sft_forward_flops_match_xla():
+  cfg = policy.PolicyConfig(num_levels=3, vocab_size=16, max_history=6,
+                            width=64, num_layers=2, num_heads=2,
+                            dropout_rate=0.)
+  codes = np.array([[a, b, c] for a in range(4) for b in range(3)
+                    for c in range(2)], np.int32)
+  trie = trie_lib.build_trie(codes, vocab_size=16)
+  batch = {'history': jnp.zeros((8, 6), jnp.int32),
+           'history_mask': jnp.ones((8, 6), bool),
+           'target': jnp.arange(8, dtype=jnp.int32),
+           'example_mask': jnp.ones((8,), bool)}
+  params = jax.eval_shape(functools.partial(policy.init_params, cfg),
+                          jax.random.key(0))
+  loss = jax.jit(lambda p, b, t: sft.sft_loss(
+      p, b, t, jax.random.key(0), net=policy.PolicyValueNet(cfg),
+      constrained=True, train=False)[0])
+  xla = timing.cost_flops(loss.lower(params, batch, trie).compile()) / 8
+  analytic = flops.sft_forward_flops(cfg, num_history=6, minimal=False)
+  assert 0.97 <= xla / analytic < 1.1

@@ -1,0 +1,123 @@
+"""Markdown tables of benchmark results (the dicts `suites` returns, plus
+the binary's 'machine', 'command' and 'setup' entries)."""
+
+_METHOD_NAMES = {
+    'ours': 'ours: jitted, device trie',
+    'ours_unconstrained': 'ours, unconstrained',
+    'host_dict_trie': 'reference: host dict trie',
+}
+
+
+def _peaks(result: dict) -> str:
+  after = result['matmul_flops_per_s_after']
+  return ', '.join(f'{k} {v / 1e9:.0f} GFLOP/s ({after[k] / 1e9:.0f} at the '
+                   'end)' for k, v in result['matmul_flops_per_s'].items())
+
+
+def _header(result: dict) -> list[str]:
+  m = result['machine']
+  share = result['cpu_other_share']
+  return [
+      f'Benchmark suite `{result["suite"]}`, {m["date_utc"]}',
+      '',
+      f'Command: `{result["command"]}`',
+      '',
+      f'Machine: {m["cpu_model"]}, {m["num_cpus_usable"]} usable cores, '
+      f'jax {m["jax_version"]} ({m["backend"]}); load average (1, 5, 15 '
+      f'min) {m["load_avg_1_5_15"]} before, {result["load_avg_after"]} '
+      f'after; other processes used {share:.0%} of the cores during the '
+      'run.',
+      '',
+      f'Setup: {result["setup"]}',
+      '',
+      f'Matmul peak ({result["matmul_size"]}^3, best of several): '
+      f'{_peaks(result)}; fractions and floors use the first.',
+      '',
+  ]
+
+
+def _targets(result: dict) -> list[str]:
+  lines = ['', '| target | value | bound | holds |',
+           '| --- | --- | --- | --- |']
+  for t in result['targets']:
+    value = t['value']
+    value = f'{value:.3g}' if isinstance(value, float) else str(value)
+    lines.append(f'| {t["name"]} | {value} | {t["op"]} {t["bound"]} | '
+                 f'{"yes" if t["holds"] else "**no**"} |')
+  return lines
+
+
+def _breakdown(columns: dict[str, dict[str, float] | None]) -> list[str]:
+  """Table of op-time shares: one row per category, one column per run."""
+  columns = {k: v for k, v in columns.items() if v}
+  if not columns:
+    return []
+  categories = []
+  for shares in columns.values():
+    categories += [c for c in shares if c not in categories]
+  lines = ['', 'Share of summed op time (jax.profiler trace, grouped by '
+           'op name; `vstar_jax/benchmarking/profile.py`):', '',
+           '| category | ' + ' | '.join(columns) + ' |',
+           '| --- |' + ' --- |' * len(columns)]
+  for c in categories:
+    lines.append(f'| {c} | ' + ' | '.join(
+        f'{s.get(c, 0.):.1%}' for s in columns.values()) + ' |')
+  return lines
+
+
+def decode_markdown(result: dict) -> str:
+  lines = _header(result) + [
+      '| beam | method | compile / first call (s) | batch median (s) | '
+      'users/s | time vs ours |',
+      '| --- | --- | --- | --- | --- | --- |']
+  for row in result['rows']:
+    ours = row['methods']['ours']['median_s']
+    for name, m in row['methods'].items():
+      lines.append(
+          f'| {row["beam_width"]} | {_METHOD_NAMES[name]} | '
+          f'{m["compile_s"]:.2f} | {m["median_s"]:.4f} | '
+          f'{m["users_per_s"]:,.0f} | {m["median_s"] / ours:.2f}x |')
+  lines += [
+      '',
+      'Floor: minimal FLOPs / measured float32 matmul peak.',
+      '',
+      '| beam | MFLOP/user minimal | as written | XLA cost_analysis | '
+      'floor ms/user | ours ms/user | ours / floor | reference host ms/user '
+      '(device / mask / select) |',
+      '| --- | --- | --- | --- | --- | --- | --- | --- |']
+  for row in result['rows']:
+    f = row['flops_per_user']
+    split = row['reference_seconds_per_user']
+    lines.append(
+        f'| {row["beam_width"]} | {f["analytic_minimal"] / 1e6:.1f} | '
+        f'{f["analytic_as_written"] / 1e6:.1f} | '
+        f'{f["xla_cost_analysis"] / 1e6:.1f} | '
+        f'{row["floor_s_per_user"] * 1e3:.3f} | '
+        f'{row["ours_s_per_user"] * 1e3:.3f} | '
+        f'{row["ours_over_floor"]:.1f}x | '
+        f'{split["device"] * 1e3:.3f} / {split["mask"] * 1e3:.3f} / '
+        f'{split["select"] * 1e3:.3f} |')
+  lines += _breakdown({f'ours, beam {r["beam_width"]}':
+                       r['ours_time_by_category'] for r in result['rows']})
+  return '\n'.join(lines + _targets(result)) + '\n'
+
+
+def train_markdown(result: dict) -> str:
+  lines = _header(result) + [
+      '| variant | dtype | dropout | compile (s) | step median (s) | '
+      'examples/s | GFLOP/call analytic | XLA | '
+      'analytic % of peak | XLA % of peak |',
+      '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |']
+  for r in result['rows']:
+    f = r['flops_per_step']
+    lines.append(
+        f'| {r["variant"]} | {r["dtype"]} | {r["dropout_rate"]} | '
+        f'{r["compile_s"]:.1f} | {r["median_s"]:.4f} | '
+        f'{r["examples_per_s"]:,.0f} | {f["analytic_as_written"] / 1e9:.2f} '
+        f'| {f["xla_cost_analysis"] / 1e9:.2f} | '
+        f'{r["analytic_peak_fraction"]:.1%} | {r["xla_peak_fraction"]:.1%} |')
+  lines += ['', 'Analytic FLOPs: 3x forward (1x for forward_only) of the '
+            'network as written.']
+  lines += _breakdown({f'{r["variant"]} {r["dtype"]}': r['time_by_category']
+                       for r in result['rows']})
+  return '\n'.join(lines + _targets(result)) + '\n'

@@ -1,0 +1,294 @@
+"""The benchmark suites of `launch/benchmark.py`, as functions returning
+JSON-ready dicts.
+
+decode: users/s of our jitted trie-constrained beam search, against the same
+  search unconstrained, against a host dict-trie reference (`host_beam`), and
+  against the FLOP floor (analytic FLOPs / measured matmul FLOP/s).
+train: SFT steps: examples/s and achieved FLOP/s as a fraction of the
+  matmul peak, with optional ablations that show where the time goes.
+
+Every timed call gets its own batch of real examples (placed on device
+before timing); warm-up and compilation are excluded from the medians and
+compile time is reported apart.
+"""
+import dataclasses
+import functools
+
+import jax
+import numpy as np
+
+from vstar_jax.benchmarking import flops
+from vstar_jax.benchmarking import host_beam
+from vstar_jax.benchmarking import profile
+from vstar_jax.benchmarking import timing
+from vstar_jax.data import pipeline
+from vstar_jax.data import splits
+from vstar_jax.decoding import beam
+from vstar_jax.models import policy
+from vstar_jax.sid import trie as trie_lib
+from vstar_jax.train import sft
+from vstar_jax.train import state as state_lib
+
+# Targets of the SFT issue.
+MAX_CONSTRAINED_RATIO = 1.5      # constrained / unconstrained decode time
+MIN_REFERENCE_SPEEDUP = 20.0     # host dict-trie time / ours, at beam 50
+REFERENCE_SPEEDUP_BEAM = 50
+MIN_TRAIN_PEAK_FRACTION = 0.25   # analytic FLOP/s / matmul FLOP/s
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeSettings:
+  beam_widths: tuple[int, ...] = (10, 50)
+  num_users: int = 256          # users per batch (one timed call)
+  num_repeats: int = 5          # timed batches per method
+  profile: bool = True          # op-time breakdown of our search
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSettings:
+  batch_size: int = 256
+  num_repeats: int = 5          # timed steps per variant
+  dtypes: tuple[str, ...] = ('float32',)
+  ablations: bool = True
+  profile: bool = True          # op-time breakdown of the SFT steps
+  seed: int = 0
+
+
+def _user_batches(examples: splits.Examples, num_users: int,
+                  num_batches: int):
+  """num_batches consecutive [num_users] slices of the examples (wrapping
+  around), as numpy (history, history_mask) pairs."""
+  rows = np.arange(num_batches * num_users) % len(examples)
+  return [(examples.history[r], examples.history_mask[r])
+          for r in rows.reshape(num_batches, num_users)]
+
+
+def _decode_one_width(net, params, trie, codes, host_batches, dev_batches,
+                      beam_width, settings, peak_flops):
+  cfg = net.cfg
+  num_users = host_batches[0][0].shape[0]
+  num_history = host_batches[0][0].shape[1]
+  num_repeats = settings.num_repeats
+  methods = {}
+  for constrained in (True, False):
+    search = jax.jit(functools.partial(
+        beam.beam_search, net, beam_width=beam_width,
+        constrained=constrained))
+    compiled, compile_s = timing.compile_timed(
+        search, params, trie, *dev_batches[0])
+    call = lambda i, c=compiled: c(params, trie, *dev_batches[i + 1])
+    methods['ours' if constrained else 'ours_unconstrained'] = (
+        timing.time_calls(call, num_calls=num_repeats, compile_s=compile_s))
+    if constrained:
+      ours = compiled
+      ours_items = np.asarray(jax.device_get(call(-1).items))
+      breakdown = None
+      if settings.profile:   # after timing: the profiler must not perturb it
+        breakdown = profile.time_by_category(compiled, lambda call=call: [
+            jax.block_until_ready(call(i)) for i in range(num_repeats)])
+
+  reference = host_beam.HostTrieBeamSearch(net, codes, beam_width=beam_width)
+  first = timing.time_calls(lambda i: reference(params, *host_batches[0]),
+                            num_calls=1, num_warmup=0)
+  ref_items, _ = reference(params, *host_batches[0])
+  reference.seconds = dict.fromkeys(reference.seconds, 0.)
+  methods['host_dict_trie'] = timing.time_calls(
+      lambda i: reference(params, *host_batches[i + 1]),
+      num_calls=num_repeats, num_warmup=0,
+      compile_s=first.times_s[0])
+  host_split = {k: v / num_repeats / num_users
+                for k, v in reference.seconds.items()}
+
+  ours_s = methods['ours'].median_s / num_users
+  minimal = flops.beam_search_flops(cfg, num_history=num_history,
+                                    beam_width=beam_width, minimal=True)
+  as_written = flops.beam_search_flops(cfg, num_history=num_history,
+                                       beam_width=beam_width, minimal=False)
+  floor_s = minimal / peak_flops
+  return {
+      'beam_width': beam_width,
+      'decode_cost_tokens': beam.decode_cost(cfg.num_levels, beam_width),
+      'methods': {
+          name: dict(t.to_json(),
+                     users_per_s=num_users / t.median_s,
+                     s_per_user=t.median_s / num_users)
+          for name, t in methods.items()},
+      'constrained_over_unconstrained': (
+          methods['ours'].median_s / methods['ours_unconstrained'].median_s),
+      'reference_over_ours': (methods['host_dict_trie'].median_s /
+                              methods['ours'].median_s),
+      'reference_seconds_per_user': host_split,
+      'reference_check': {
+          'num_users': int(ours_items.shape[0]),
+          'same_items_in_order': int((ours_items == ref_items).all(1).sum()),
+          'same_item_sets': int(sum(
+              set(a) == set(b) for a, b in zip(ours_items.tolist(),
+                                               ref_items.tolist()))),
+      },
+      'flops_per_user': {
+          'analytic_minimal': minimal, 'analytic_as_written': as_written,
+          'xla_cost_analysis': timing.cost_flops(ours) / num_users},
+      'floor_s_per_user': floor_s,
+      'ours_s_per_user': ours_s,
+      'ours_over_floor': ours_s / floor_s,
+      'achieved_flops_per_s': minimal / ours_s,
+      'ours_time_by_category': breakdown,
+  }
+
+
+def run_decode_suite(net: policy.PolicyValueNet, params,
+                     trie: trie_lib.PrefixTrie, codes: np.ndarray,
+                     examples: splits.Examples, *, settings: DecodeSettings,
+                     peak_flops: float) -> dict:
+  """Times our beam search, its unconstrained twin and the host reference.
+
+  Args:
+    net: the policy (its config fixes the model size).
+    params: its parameters.
+    trie: the catalogue trie on device.
+    codes: [N, L] the same SIDs on host (for the dict trie).
+    examples: users to decode (e.g. leave-one-out test), history width T.
+    settings: beam widths, users per batch, timed batches.
+    peak_flops: measured matmul FLOP/s for the floor.
+
+  Returns:
+    {'rows': one dict per beam width, 'targets': [...]}.
+  """
+  host_batches = _user_batches(examples, settings.num_users,
+                               settings.num_repeats + 1)
+  dev_batches = [jax.device_put(b) for b in host_batches]
+  rows = [_decode_one_width(net, params, trie, codes, host_batches,
+                            dev_batches, k, settings, peak_flops)
+          for k in settings.beam_widths]
+  targets = []
+  for row in rows:
+    k = row['beam_width']
+    targets.append(_target(
+        f'beam {k}: constrained / unconstrained time',
+        row['constrained_over_unconstrained'], '<=', MAX_CONSTRAINED_RATIO))
+    if k == REFERENCE_SPEEDUP_BEAM:
+      targets.append(_target(
+          f'beam {k}: host dict-trie reference time / ours',
+          row['reference_over_ours'], '>=', MIN_REFERENCE_SPEEDUP))
+    check = row['reference_check']
+    targets.append(_target(
+        f'beam {k}: users whose reference items equal ours (in order)',
+        check['same_items_in_order'], '>=', check['num_users']))
+  return {'rows': rows, 'targets': targets}
+
+
+def _target(name, value, op, bound) -> dict:
+  holds = value <= bound if op == '<=' else value >= bound
+  return {'name': name, 'value': value, 'op': op, 'bound': bound,
+          'holds': bool(holds)}
+
+
+def _train_variants(settings: TrainSettings):
+  """(name, dtype, config overrides, kind, constrained) of each variant."""
+  variants = [('sft_step', d, {}, 'step', True) for d in settings.dtypes]
+  if settings.ablations:
+    variants += [
+        ('no_dropout', 'float32', {'dropout_rate': 0.}, 'step', True),
+        # Same SFT loss and gradients: values are unused in SFT, but with
+        # value_grad_to_trunk their zero cotangents are back-propagated.
+        ('value_grad_to_trunk=False', 'float32',
+         {'value_grad_to_trunk': False}, 'step', True),
+        ('unconstrained_loss', 'float32', {}, 'step', False),
+        ('grad_no_optimizer', 'float32', {}, 'grad', True),
+        ('forward_only', 'float32', {}, 'loss', True),
+    ]
+  return variants
+
+
+def _train_fn(net, kind, constrained):
+  """The jitted function of one variant (a step donates its state)."""
+  if kind == 'step':
+    return jax.jit(sft.make_sft_step(net, constrained=constrained),
+                   donate_argnums=0)
+  loss = functools.partial(sft.sft_loss, net=net, constrained=constrained)
+  if kind == 'grad':
+    return jax.jit(lambda params, batch, trie, key: jax.grad(
+        loss, has_aux=True)(params, batch, trie, key))
+  return jax.jit(lambda params, batch, trie, key: loss(
+      params, batch, trie, key))
+
+
+def run_train_suite(cfg: policy.PolicyConfig, trie: trie_lib.PrefixTrie,
+                    examples: splits.Examples, *, settings: TrainSettings,
+                    peak_flops: dict[str, float]) -> dict:
+  """Times SFT steps (and ablations) on real training windows.
+
+  Args:
+    cfg: model config; `dtype` and `dropout_rate` are set per variant.
+    trie: the catalogue trie on device.
+    examples: training windows, history width T.
+    settings: batch size, timed steps, dtypes, ablations, seed.
+    peak_flops: measured matmul FLOP/s per dtype name in settings.dtypes
+      (and 'float32').
+
+  Returns:
+    {'rows': one dict per variant, 'targets': [...]}.
+  """
+  iterator = pipeline.BatchIterator(
+      examples, batch_size=settings.batch_size, seed=settings.seed,
+      shuffle=True, drop_remainder=True)
+  batches = [jax.device_put(next(iterator))
+             for _ in range(settings.num_repeats + 1)]
+  base_key = jax.random.key(settings.seed)
+  tx = state_lib.make_optimizer(
+      learning_rate=1e-3, total_steps=10_000, warmup_steps=100,
+      weight_decay=0.01, grad_clip=1.0)
+  rows = []
+  for name, dtype, overrides, kind, constrained in _train_variants(settings):
+    vcfg = dataclasses.replace(cfg, dtype=dtype, **overrides)
+    net = policy.PolicyValueNet(vcfg)
+    params = jax.jit(policy.init_params, static_argnums=0)(
+        vcfg, jax.random.key(settings.seed))
+    fn = _train_fn(net, kind, constrained)
+    if kind == 'step':
+      state = jax.jit(state_lib.TrainState.create, static_argnums=1)(
+          params, tx)
+      compiled, compile_s = timing.compile_timed(
+          fn, state, batches[0], trie, base_key)
+      holder = [state]
+
+      def call(i, compiled=compiled, holder=holder):
+        holder[0], metrics = compiled(holder[0], batches[i + 1], trie,
+                                      base_key)   # donates the old state
+        return holder[0], metrics
+    else:
+      compiled, compile_s = timing.compile_timed(
+          fn, params, batches[0], trie, base_key)
+
+      def call(i, compiled=compiled, params=params):
+        return compiled(params, batches[i + 1], trie, base_key)
+    xla_flops = timing.cost_flops(compiled)
+    t = timing.time_calls(call, num_calls=settings.num_repeats,
+                          compile_s=compile_s)
+    breakdown = None
+    if settings.profile and name == 'sft_step':
+      breakdown = profile.time_by_category(compiled, lambda call=call: [
+          jax.block_until_ready(call(i))
+          for i in range(settings.num_repeats)])
+    per_example = (flops.sft_forward_flops if kind == 'loss'
+                   else flops.sft_train_flops)
+    analytic = settings.batch_size * per_example(
+        vcfg, num_history=examples.max_history, minimal=False)
+    minimal = settings.batch_size * per_example(
+        vcfg, num_history=examples.max_history, minimal=True)
+    rows.append(dict(
+        t.to_json(), variant=name, dtype=dtype,
+        dropout_rate=vcfg.dropout_rate, kind=kind, constrained=constrained,
+        examples_per_s=settings.batch_size / t.median_s,
+        flops_per_step={'analytic_as_written': analytic,
+                        'analytic_minimal': minimal,
+                        'xla_cost_analysis': xla_flops},
+        peak_flops_per_s=peak_flops[dtype],
+        analytic_peak_fraction=analytic / t.median_s / peak_flops[dtype],
+        xla_peak_fraction=xla_flops / t.median_s / peak_flops[dtype],
+        time_by_category=breakdown))
+  targets = [
+      _target(f'{r["dtype"]} SFT step: analytic FLOP/s / matmul peak',
+              r['analytic_peak_fraction'], '>=', MIN_TRAIN_PEAK_FRACTION)
+      for r in rows if r['variant'] == 'sft_step']
+  return {'rows': rows, 'targets': targets}
