@@ -16,7 +16,6 @@ and the same table as a .md beside it. The measuring code lives in
 vstar_jax/benchmarking/.
 """
 import dataclasses
-import json
 import pathlib
 import sys
 
@@ -31,8 +30,7 @@ from vstar_jax.benchmarking import machine
 from vstar_jax.benchmarking import report
 from vstar_jax.benchmarking import suites
 from vstar_jax.models import policy
-from vstar_jax.sid import atomic_io
-from vstar_jax.sid import errors as sid_errors
+from vstar_jax.data import files
 from vstar_jax.sid import trie as trie_lib
 
 _SCIENTIFIC = '../shared/data/amazon_scientific'
@@ -171,15 +169,15 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   try:
     result = _run()
-  except (_UsageError, data.DataError, sid_errors.SidError) as e:
+  except (_UsageError, data.DataError) as e:
     print(f'benchmark: {e}', file=sys.stderr)
     sys.exit(1)
   table = (report.decode_markdown(result) if result['suite'] == 'decode'
            else report.train_markdown(result))
   print(table)
   out = pathlib.Path(_OUT.value)
-  atomic_io.write_files_atomically({
-      out: (json.dumps(result, indent=1) + '\n').encode('utf-8'),
+  files.write_files({
+      out: files.encode_json(result, indent=1),
       out.with_suffix('.md'): table.encode('utf-8')})
 
 
