@@ -23,6 +23,7 @@ from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from vstar_jax import data
 from vstar_jax.benchmarking import flops
@@ -30,12 +31,17 @@ from vstar_jax.benchmarking import machine
 from vstar_jax.benchmarking import report
 from vstar_jax.benchmarking import suites
 from vstar_jax.models import policy
+from vstar_jax import experiment
 from vstar_jax.data import files
+from vstar_jax.decoding import beam as beam_lib
+from vstar_jax.rl import rollout_compare
+from vstar_jax.train import loop
+from vstar_jax.train import recommender
 from vstar_jax.sid import trie as trie_lib
 
 _SCIENTIFIC = '../shared/data/amazon_scientific'
-_SUITE = flags.DEFINE_enum('suite', None, ['decode', 'train'], 'Suite.',
-                           required=True)
+_SUITE = flags.DEFINE_enum('suite', None, ['decode', 'train', 'ved'],
+                           'Suite.', required=True)
 _OUT = flags.DEFINE_string('out', None, 'JSON result file (.json); the table '
                            'goes to the same path with .md.', required=True)
 _DATA_DIR = flags.DEFINE_string('data_dir', _SCIENTIFIC, 'Dataset folder.')
@@ -73,6 +79,22 @@ _MATMUL_SIZE = flags.DEFINE_integer('matmul_size', 2048,
                                     'n of the n^3 peak-FLOP/s matmul.',
                                     lower_bound=1)
 _SEED = flags.DEFINE_integer('seed', 0, 'Parameter and shuffle seed.')
+# Suite ved: rollouts of a trained run at equal decoder-token budgets.
+_WORKDIR = flags.DEFINE_string('workdir', None, 'ved: a launch.train run.')
+_STAGE = flags.DEFINE_string('stage', 'sft', 'ved: checkpoint stage.')
+_BUDGETS = flags.DEFINE_list('budgets', [], 'ved: decoder-token budgets per '
+                             'prompt; default: the cost of beam 16, 24, 32.')
+_NUM_PROMPTS = flags.DEFINE_integer('num_prompts', 512,
+                                    'ved: training prompts measured.',
+                                    lower_bound=1)
+_ROLLOUT_BATCH = flags.DEFINE_integer('rollout_batch', 64,
+                                      'ved: prompts per call.', lower_bound=1)
+_GROUP = flags.DEFINE_integer('num_candidates', 16, 'ved: group size G.',
+                              lower_bound=1)
+_INIT_BEAM = flags.DEFINE_integer('init_beam', 4, 'ved: VED init beam B0.',
+                                  lower_bound=1)
+_TEMPERATURE = flags.DEFINE_float('temperature', 1.0,
+                                  'ved: sampling temperature.')
 
 
 class _UsageError(ValueError):
@@ -164,21 +186,70 @@ def _run() -> dict:
   return result
 
 
+def _run_ved() -> tuple[dict, bytes]:
+  """Rollout comparison on a trained run; returns (result, PNG bytes)."""
+  if not _WORKDIR.value:
+    raise _UsageError('--suite=ved needs --workdir (a launch.train run)')
+  config = loop.load_run_config(_WORKDIR.value)
+  exp = experiment.load_experiment(config, _WORKDIR.value)
+  model = recommender.from_config(config, exp)
+  params = loop.restore_params(config, model, _WORKDIR.value, _STAGE.value)
+  num_levels = exp.num_levels
+  budgets = (_int_list('budgets', _BUDGETS.value) if _BUDGETS.value else
+             tuple(beam_lib.decode_cost(num_levels, w) for w in (16, 24, 32)))
+  rng = np.random.default_rng(_SEED.value)
+  train = exp.split.train
+  rows_idx = np.sort(rng.permutation(len(train))[:_NUM_PROMPTS.value])
+  prompts = rollout_compare.Prompts(
+      history=train.history[rows_idx],
+      history_mask=train.history_mask[rows_idx],
+      target=train.target[rows_idx])
+  with machine.CpuShare() as share:
+    description = machine.describe_machine()
+    try:
+      rows = rollout_compare.compare(
+          model.net, params, exp.trie, prompts, exp.long_tail,
+          budgets=budgets, num_candidates=_GROUP.value,
+          init_beam=_INIT_BEAM.value, temperature=_TEMPERATURE.value,
+          lam=config.rollout.ved_lambda, beta=config.rollout.ved_beta,
+          batch_size=_ROLLOUT_BATCH.value, reward=config.rl.reward,
+          seed=_SEED.value)
+    except ValueError as e:
+      raise _UsageError(str(e)) from None
+  result = {
+      'suite': 'ved', 'rows': rows, 'workdir': _WORKDIR.value,
+      'stage': _STAGE.value, 'dataset': exp.dataset.name,
+      'num_levels': num_levels, 'group_size': _GROUP.value,
+      'init_beam': _INIT_BEAM.value, 'temperature': _TEMPERATURE.value,
+      'reward': config.rl.reward, 'prompts': 'training windows',
+      'command': ' '.join(['python -m launch.benchmark'] + sys.argv[1:]),
+      'machine': description, 'cpu_other_share': share.other_share,
+      'load_avg_after': machine.describe_machine()['load_avg_1_5_15']}
+  return result, report.ved_plot(result)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  png = None
   try:
-    result = _run()
-  except (_UsageError, data.DataError) as e:
+    if _SUITE.value == 'ved':
+      result, png = _run_ved()
+    else:
+      result = _run()
+  except (_UsageError, data.DataError, experiment.ConfigError) as e:
     print(f'benchmark: {e}', file=sys.stderr)
     sys.exit(1)
-  table = (report.decode_markdown(result) if result['suite'] == 'decode'
-           else report.train_markdown(result))
+  markdown = {'decode': report.decode_markdown, 'train': report.train_markdown,
+              'ved': report.ved_markdown}[result['suite']]
+  table = markdown(result)
   print(table)
   out = pathlib.Path(_OUT.value)
-  files.write_files({
-      out: files.encode_json(result, indent=1),
-      out.with_suffix('.md'): table.encode('utf-8')})
+  outputs = {out: files.encode_json(result, indent=1),
+             out.with_suffix('.md'): table.encode('utf-8')}
+  if png is not None:
+    outputs[out.with_suffix('.png')] = png
+  files.write_files(outputs)
 
 
 if __name__ == '__main__':

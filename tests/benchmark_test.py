@@ -171,3 +171,21 @@ def test_sft_forward_flops_match_xla():
   xla = timing.cost_flops(loss.lower(params, batch, trie).compile()) / 8
   analytic = flops.sft_forward_flops(cfg, num_history=6, minimal=False)
   assert 0.97 <= xla / analytic < 1.1
+
+
+def test_ved_report_and_plot():
+  from vstar_jax.benchmarking import report  # pylint: disable=g-import-not-at-top
+  rows = [dict(method=m, budget=b, prompts=64, target_in_group=0.1 * b / 33,
+               reward_std=0.1, zero_adv_frac=0.8, distinct_l1=3.0,
+               distinct_l2=5.0, unique_items=16.0, long_tail_share=0.2,
+               rollout_cost=b, ms_per_prompt=1.0)
+          for m in ('ved', 'beam', 'sample') for b in (33, 49)]
+  result = {'rows': rows, 'machine': {'date_utc': '2026-11-25'},
+            'command': 'python -m launch.benchmark --suite=ved',
+            'workdir': 'runs/x', 'stage': 'sft', 'dataset': 'toy',
+            'num_levels': 3, 'prompts': 'training windows', 'group_size': 16,
+            'init_beam': 4, 'temperature': 1.0, 'reward': 'ranking',
+            'cpu_other_share': 0.0}
+  table = report.ved_markdown(result)
+  assert table.count('\n| 33 |') == 3 and '| 49 | ved | 0.148 |' in table
+  assert report.ved_plot(result)[:8] == b'\x89PNG\r\n\x1a\n'

@@ -121,3 +121,61 @@ def train_markdown(result: dict) -> str:
   lines += _breakdown({f'{r["variant"]} {r["dtype"]}': r['time_by_category']
                        for r in result['rows']})
   return '\n'.join(lines + _targets(result)) + '\n'
+
+
+VED_COLUMNS = (
+    ('target_in_group', 'target in group'), ('reward_std', 'reward std'),
+    ('zero_adv_frac', 'all-zero adv.'), ('distinct_l1', 'distinct L1'),
+    ('distinct_l2', 'distinct L2'), ('unique_items', 'unique items'),
+    ('long_tail_share', 'long-tail share'), ('rollout_cost', 'tokens used'),
+    ('ms_per_prompt', 'ms / prompt'))
+
+
+def ved_markdown(result: dict) -> str:
+  """Rollout comparison table (rows: budget x method)."""
+  lines = [
+      f"Benchmark suite `ved`, {result['machine']['date_utc']}", '',
+      f"Command: `{result['command']}`", '',
+      f"Run: `{result['workdir']}` ({result['stage']}), {result['dataset']}, "
+      f"L={result['num_levels']}; {result['rows'][0]['prompts']} "
+      f"{result['prompts']}; G={result['group_size']}, VED B0="
+      f"{result['init_beam']}, temperature {result['temperature']}, reward "
+      f"{result['reward']}; other processes used "
+      f"{100 * result['cpu_other_share']:.0f}% of the cores.", '',
+      '| budget | method | ' + ' | '.join(c for _, c in VED_COLUMNS) + ' |',
+      '|' + '---|' * (2 + len(VED_COLUMNS))]
+  for row in result['rows']:
+    cells = [f'{row[k]:.3f}' if k in row else '' for k, _ in VED_COLUMNS]
+    lines.append(f"| {row['budget']} | {row['method']} | " +
+                 ' | '.join(cells) + ' |')
+  return '\n'.join(lines) + '\n'
+
+
+def ved_plot(result: dict) -> bytes:
+  """PNG: four panels against the budget, one line per method."""
+  import io  # pylint: disable=g-import-not-at-top
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  panels = (('target_in_group', 'groups containing the target'),
+            ('zero_adv_frac', 'groups with all-zero advantages'),
+            ('reward_std', 'within-group reward std'),
+            ('ms_per_prompt', 'wall ms per prompt'))
+  fig, axes = plt.subplots(1, len(panels), figsize=(16, 3.6))
+  methods = sorted({r['method'] for r in result['rows']})
+  for ax, (key, title) in zip(axes, panels):
+    for method in methods:
+      rows = sorted((r for r in result['rows'] if r['method'] == method),
+                    key=lambda r: r['budget'])
+      ax.plot([r['budget'] for r in rows], [r[key] for r in rows], 'o-',
+              label=method)
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel('decoder-token budget per prompt')
+  axes[0].legend()
+  fig.suptitle(f"{result['dataset']}: rollouts at equal budgets "
+               f"(G={result['group_size']})", fontsize=11)
+  fig.tight_layout()
+  buf = io.BytesIO()
+  fig.savefig(buf, format='png', dpi=110)
+  plt.close(fig)
+  return buf.getvalue()
