@@ -75,8 +75,9 @@ def test_decode_suite(tmp_path):
         'num_users': 6, 'same_items_in_order': 6, 'same_item_sets': 6}
     f = row['flops_per_user']
     assert f['analytic_minimal'] < f['analytic_as_written']
-    # XLA also counts elementwise ops, top-k etc.: a few percent.
-    assert 0.97 <= f['xla_cost_analysis'] / f['analytic_as_written'] < 1.05
+    # XLA also counts elementwise ops (LayerNorm, GELU, softmax), top-k
+    # etc.: a few percent at this toy width, where they weigh most.
+    assert 0.97 <= f['xla_cost_analysis'] / f['analytic_as_written'] < 1.08
     assert row['ours_over_floor'] > 0
     shares = row['ours_time_by_category']
     assert abs(sum(shares.values()) - 1.) < 1e-6

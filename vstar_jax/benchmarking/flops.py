@@ -5,20 +5,17 @@ their attention (scores and weighted values over every key the code
 computes, masked or not) and the output head; embedding gathers, LayerNorm,
 GELU and softmax are not counted. Two variants:
 
-  * `minimal=False`: what `PolicyValueNet` computes as written. Its decode
-    evaluates the head of every level for each token and keeps one, and
-    teacher forcing runs the depth-L token although its logits are unused.
+  * `minimal=False`: what `PolicyValueNet` computes as written. Teacher
+    forcing runs the depth-L token through the trunk although it has no next
+    level, and the last layer's history tokens go through the fused q, k, v
+    projection although only k and v are read.
   * `minimal=True`: the least any implementation of the same network needs:
-    one head level per token, no depth-L token in training.
+    no depth-L token in training, only k and v for the last history layer.
 
-Dead code is left out of both, as XLA removes it: the value block (beam
-search and the SFT loss never read values) and, for history tokens, the last
-layer after its key/value projection (only its keys and values are read).
-That projection is one q, k, v matmul, so `minimal=False` counts all three
-and `minimal=True` only k and v. One exception in beam search as written:
-the value block's q, k, v projection of decoder tokens survives, because its
-keys share the path-cache arrays with the trunk's. tests/benchmark_test.py
-cross-checks the `minimal=False` counts against XLA's cost_analysis.
+Both apply one output head level per token (`decode(head_level=...)`) and
+skip the value block (`with_value=False`): beam search and the SFT loss never
+read values. tests/benchmark_test.py cross-checks the `minimal=False` counts
+against XLA's cost_analysis.
 
 Shapes: T history, L levels, K beams, V codes, D width.
 """
@@ -51,10 +48,9 @@ def prefill_flops(cfg: policy.PolicyConfig, num_history: int, *,
           // cfg.num_layers + last)
 
 
-def head_flops(cfg: policy.PolicyConfig, num_tokens: int, *,
-               minimal: bool) -> int:
-  levels = 1 if minimal else cfg.num_levels
-  return num_tokens * levels * 2 * cfg.width * cfg.vocab_size
+def head_flops(cfg: policy.PolicyConfig, num_tokens: int) -> int:
+  """One output head level applied to each of num_tokens tokens."""
+  return num_tokens * 2 * cfg.width * cfg.vocab_size
 
 
 def beam_search_flops(cfg: policy.PolicyConfig, *, num_history: int,
@@ -66,9 +62,7 @@ def beam_search_flops(cfg: policy.PolicyConfig, *, num_history: int,
   for depth in range(1, cfg.num_levels):
     flops += trunk_flops(cfg, beam_width, num_history + depth + 1)
   num_decoder = 1 + (cfg.num_levels - 1) * beam_width
-  if not minimal:   # the value block's q, k, v projection (see above)
-    flops += num_decoder * 6 * cfg.width * cfg.width
-  return flops + head_flops(cfg, num_decoder, minimal=minimal)
+  return flops + head_flops(cfg, num_decoder)
 
 
 def sft_forward_flops(cfg: policy.PolicyConfig, *, num_history: int,
@@ -79,7 +73,7 @@ def sft_forward_flops(cfg: policy.PolicyConfig, *, num_history: int,
   num_decoder = cfg.num_levels if minimal else cfg.num_levels + 1
   return (prefill_flops(cfg, num_history, minimal=minimal) +
           trunk_flops(cfg, num_decoder, num_history + num_decoder) +
-          head_flops(cfg, num_decoder, minimal=minimal))
+          head_flops(cfg, cfg.num_levels))
 
 
 def sft_train_flops(cfg: policy.PolicyConfig, *, num_history: int,

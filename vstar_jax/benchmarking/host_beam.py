@@ -20,10 +20,9 @@ Shapes: B users, K beams, L levels, V codes, T history.
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from vstar_jax.decoding import beam
+from vstar_jax.decoding import incremental
 from vstar_jax.models import policy
 
 
@@ -67,35 +66,21 @@ class HostTrieBeamSearch:
     self.beam_width = beam_width
     self.allowed, self.items = build_dict_trie(self.codes)
     self._prefill = jax.jit(self._prefill_fn)
-    self._step = jax.jit(self._step_fn, static_argnums=0)
+    self._step = jax.jit(self._step_fn)
     self.seconds = {'device': 0., 'mask': 0., 'select': 0.}
 
   def _prefill_fn(self, params, hist_codes, history_mask):
-    """History encoding and the BOS token: logits [B, 1, V], caches."""
-    variables = {'params': params}
-    net = self.net
-    context = net.apply(variables, hist_codes, history_mask,
-                        method=net.encode_history)
-    batch = hist_codes.shape[0]
-    zeros = jnp.zeros((batch, 1, 1), jnp.int32)
-    out = net.apply(variables, context, zeros, zeros,
-                    policy.empty_path(net.cfg, batch, 1, 1, context.k.dtype),
-                    method=net.decode)
-    return context, out.logits[:, :, 0], out.k, out.v
+    """History encoding and the BOS token: logits [B, 1, V], path caches."""
+    context = self.net.apply({'params': params}, hist_codes, history_mask,
+                             with_value=False,
+                             method=self.net.encode_history)
+    logits, paths = incremental.start(self.net, params, context)
+    return context, logits, paths
 
-  def _step_fn(self, depth, params, context, path_k, path_v, parent, code):
+  def _step_fn(self, params, context, paths, parent, code):
     """Reorders caches to the chosen beams, decodes their new tokens."""
-    path_k = beam.take_beams(path_k, parent, 2)
-    path_v = beam.take_beams(path_v, parent, 2)
-    batch, width = code.shape
-    path = policy.Path(k=path_k, v=path_v,
-                       mask=jnp.ones((batch, width, 1, depth), bool))
-    out = self.net.apply(
-        {'params': params}, context, code[..., None],
-        jnp.full((batch, width, 1), depth, jnp.int32), path,
-        method=self.net.decode)
-    return (out.logits[:, :, 0], jnp.concatenate([path_k, out.k], axis=3),
-            jnp.concatenate([path_v, out.v], axis=3))
+    return incremental.extend(self.net, params, context,
+                              incremental.select(paths, parent), code)
 
   def _mask(self, prefixes, vocab_size):
     """[R, V] float32: 0 where the dict allows a code, -inf elsewhere."""
@@ -111,7 +96,7 @@ class HostTrieBeamSearch:
     width = self.beam_width
     num_levels = self.codes.shape[1]
     hist_codes = self.codes[np.maximum(history, 0)]
-    context, logits, path_k, path_v = self._prefill(
+    context, logits, paths = self._prefill(
         params, jax.device_put(hist_codes), jax.device_put(history_mask))
     prefixes = [()] * batch                    # one root beam per user
     scores = np.zeros((batch, 1), np.float32)
@@ -141,9 +126,9 @@ class HostTrieBeamSearch:
       self.seconds['select'] += time.perf_counter() - start
       if level == num_levels - 1:
         break
-      logits, path_k, path_v = self._step(
-          level + 1, params, context, path_k, path_v,
-          jax.device_put(parent.astype(np.int32)), jax.device_put(code))
+      logits, paths = self._step(
+          params, context, paths, jax.device_put(parent.astype(np.int32)),
+          jax.device_put(code))
     items = np.array([-1 if p is None else self.items[p] for p in prefixes],
                      np.int32).reshape(batch, width)
     return items, scores

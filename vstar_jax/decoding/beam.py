@@ -15,6 +15,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from vstar_jax.decoding import incremental
 from vstar_jax.models import policy
 from vstar_jax.sid import trie as trie_lib
 
@@ -62,23 +63,12 @@ def beam_search(net: policy.PolicyValueNet, params, trie, history,
   num_levels = trie.num_levels
   vocab = trie.vocab_size
   batch = history.shape[0]
-  variables = {'params': params}
-  hist_codes = jnp.take(trie.codes, jnp.maximum(history, 0), axis=0)
-  context = net.apply(variables, hist_codes, history_mask,
-                      method=net.encode_history)
-  decode = lambda codes, depths, path: net.apply(
-      variables, context, codes, depths, path, method=net.decode)
-
-  # Depth 0: one BOS token per user.
-  zeros = jnp.zeros((batch, 1, 1), jnp.int32)
-  out = decode(zeros, zeros, policy.empty_path(
-      net.cfg, batch, 1, 1, context.k.dtype))
+  context = incremental.encode(net, params, trie.codes, history, history_mask)
+  logits, paths = incremental.start(net, params, context)
   prefix = jnp.zeros((batch, 1), jnp.int32)
   scores = jnp.zeros((batch, 1), jnp.float32)
-  path_k, path_v = out.k, out.v            # [Y, B, 1, 1, H, Dh]
   codes = jnp.zeros((batch, 1, 0), jnp.int32)
   for level in range(num_levels):
-    logits = out.logits[:, :, 0]            # [B, k, V]
     if constrained:
       valid = trie_lib.valid_next_mask(trie, level, prefix)
     else:
@@ -88,27 +78,17 @@ def beam_search(net: policy.PolicyValueNet, params, trie, history,
     if cand.shape[1] < beam_width:   # tiny vocabularies: pad with dead beams
       cand = jnp.pad(cand, ((0, 0), (0, beam_width - cand.shape[1])),
                      constant_values=-jnp.inf)
-    top_scores, flat = jax.lax.top_k(cand, beam_width)
+    scores, flat = jax.lax.top_k(cand, beam_width)
     parent = jnp.minimum(flat // vocab, logits.shape[1] - 1)   # [B, K]
     code = (flat % vocab).astype(jnp.int32)
-    scores = top_scores
     codes = jnp.concatenate(
         [take_beams(codes, parent, 1), code[..., None]], axis=-1)
     prefix = trie_lib.next_prefix(
         trie, level, take_beams(prefix, parent, 1), code)
     prefix = jnp.where(jnp.isfinite(scores), prefix, -1)
-    if level == num_levels - 1:
-      break
-    path_k = take_beams(path_k, parent, 2)   # [Y, B, K, P, H, Dh]
-    path_v = take_beams(path_v, parent, 2)
-    depth = level + 1
-    path = policy.Path(
-        k=path_k, v=path_v,
-        mask=jnp.ones((batch, beam_width, 1, depth), bool))
-    out = decode(code[..., None], jnp.full((batch, beam_width, 1), depth,
-                                           jnp.int32), path)
-    path_k = jnp.concatenate([path_k, out.k], axis=3)
-    path_v = jnp.concatenate([path_v, out.v], axis=3)
+    if level < num_levels - 1:
+      logits, paths = incremental.extend(
+          net, params, context, incremental.select(paths, parent), code)
   items = jnp.where(jnp.isfinite(scores), prefix, -1)
   return BeamResult(items=items, codes=codes, scores=scores)
 

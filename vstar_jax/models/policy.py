@@ -14,11 +14,17 @@ Decoding reuses the history encoding: `encode_history` runs the history once;
 `decode` evaluates new tokens against that context and the cached keys of
 their path. Scoring one more prefix token costs one decoder token.
 
+The value block only runs when asked (`with_value`): SFT, beam search and
+sampling never read values, and skipping the block removes a third of the
+SFT step's FLOPs (results/benchmarks/README.md). Whether a Context carries
+the value block is read from its shape: Y = num_layers (+ 1 with values).
+
 Shapes: B users, K beams/nodes per user, Q new tokens per beam, T history, P
 cached path tokens, L SID levels, V codes per level, D width, H heads,
-Dh head size, Y = num_layers + 1 cached layers (trunk blocks + value block).
+Dh head size, Y cached layers (trunk blocks, + the value block).
 """
 import dataclasses
+from typing import Optional, Union
 
 import chex
 import flax.linen as nn
@@ -68,15 +74,16 @@ class Path:
 class StepOutput:
   """Outputs for newly decoded tokens."""
   logits: chex.Array  # [B, K, Q, V] float32, logits of the next level
-  value: chex.Array   # [B, K, Q] float32, V(s) of the prefix ending here
+  value: Optional[chex.Array]  # [B, K, Q] float32 V(s); None without value
   k: chex.Array       # [Y, B, K, Q, H, Dh] keys of the new tokens
   v: chex.Array       # [Y, B, K, Q, H, Dh]
 
 
 def empty_path(cfg: PolicyConfig, batch: int, beams: int, queries: int,
-               dtype=jnp.float32) -> Path:
+               dtype=jnp.float32, with_value: bool = True) -> Path:
   """A path with no cached tokens (P = 0), e.g. for teacher forcing."""
-  shape = (cfg.num_layers + 1, batch, beams, 0, cfg.num_heads, cfg.head_dim)
+  num_cached = cfg.num_layers + int(with_value)
+  shape = (num_cached, batch, beams, 0, cfg.num_heads, cfg.head_dim)
   return Path(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype),
               mask=jnp.zeros((batch, beams, queries, 0), bool))
 
@@ -149,13 +156,15 @@ class PolicyValueNet(nn.Module):
   # -- public methods --------------------------------------------------------
 
   def encode_history(self, history_codes, history_mask,
-                     deterministic: bool = True) -> Context:
+                     deterministic: bool = True,
+                     with_value: bool = True) -> Context:
     """Runs the history prefix through every layer once.
 
     Args:
       history_codes: [B, T, L] int32 SID codes of the history items.
       history_mask: [B, T] bool, True = real item.
       deterministic: disables dropout.
+      with_value: also encode for the value block (Y = num_layers + 1).
 
     Returns:
       The Context the decoder tokens attend to.
@@ -170,29 +179,36 @@ class PolicyValueNet(nn.Module):
       x, k, v = block.encode(x, mask, deterministic)
       ks.append(k)
       vs.append(v)
-    _, k, v = self.value_block.encode(self._value_input(x), mask,
-                                      deterministic)
-    ks.append(k)
-    vs.append(v)
+    if with_value:
+      _, k, v = self.value_block.encode(self._value_input(x), mask,
+                                        deterministic)
+      ks.append(k)
+      vs.append(v)
     return Context(k=jnp.stack(ks), v=jnp.stack(vs), mask=history_mask)
 
   def decode(self, context: Context, codes, depths, path: Path,
-             deterministic: bool = True) -> StepOutput:
+             deterministic: bool = True,
+             head_level: Union[None, int, str] = None) -> StepOutput:
     """Evaluates new decoder tokens.
 
     Args:
-      context: the users' encoded history (B users).
+      context: the users' encoded history (B users); the value is computed
+        iff it carries the value block.
       codes: [B, K, Q] int32, the code each new token carries (ignored at
         depth 0).
       depths: [B, K, Q] int32 in [0, L], the token's depth (0 = BOS).
       path: cached keys of tokens before the new ones; each new token also
         sees the new tokens before it in Q (causal).
       deterministic: disables dropout.
+      head_level: which output head to apply: None picks the head of each
+        token's depth (tree nodes at mixed depths); an int applies that
+        level's head to every token (a beam step); 'position' applies head
+        q to query q (teacher forcing over BOS, y_1, ...).
 
     Returns:
       StepOutput: logits for the level after each token (level = depth;
-      meaningless at depth L), the value of the prefix ending at each token,
-      and the new tokens' keys/values for caching.
+      meaningless at depth L), the value of the prefix ending at each token
+      (None without the value block), and the new tokens' keys/values.
     """
     chex.assert_rank([codes, depths], 3)
     chex.assert_equal_shape([codes, depths])
@@ -206,22 +222,40 @@ class PolicyValueNet(nn.Module):
           path.mask, deterministic)
       new_k.append(k)
       new_v.append(v)
-    hv, k, v = self.value_block.decode(
-        self._value_input(x), context.k[-1], context.v[-1], context.mask,
-        path.k[-1], path.v[-1], path.mask, deterministic)
-    new_k.append(k)
-    new_v.append(v)
+    value = None
+    if context.k.shape[0] == self.cfg.num_layers + 1:
+      hv, k, v = self.value_block.decode(
+          self._value_input(x), context.k[-1], context.v[-1], context.mask,
+          path.k[-1], path.v[-1], path.mask, deterministic)
+      new_k.append(k)
+      new_v.append(v)
+      value = self._value_readout(hv)
     h = self.final_ln(x).astype(jnp.float32)
-    all_logits = (jnp.einsum('bkqd,ldv->bkqlv', h, self.head_w) +
-                  self.head_b[None, None, None])
-    level = jnp.minimum(depths, self.cfg.num_levels - 1)
-    logits = jnp.take_along_axis(
-        all_logits, level[..., None, None], axis=-2)[..., 0, :]
-    return StepOutput(logits=logits, value=self._value_readout(hv),
+    return StepOutput(logits=self._logits(h, depths, head_level), value=value,
                       k=jnp.stack(new_k), v=jnp.stack(new_v))
 
+  def _logits(self, h, depths, head_level):
+    """[B, K, Q, D] hidden states -> [B, K, Q, V] logits of the next level."""
+    num_levels = self.cfg.num_levels
+    if isinstance(head_level, int):
+      return (jnp.einsum('bkqd,dv->bkqv', h, self.head_w[head_level]) +
+              self.head_b[head_level][None, None, None])
+    if head_level == 'position':
+      q = min(h.shape[2], num_levels)
+      logits = (jnp.einsum('bkqd,qdv->bkqv', h[:, :, :q], self.head_w[:q]) +
+                self.head_b[None, None, :q])   # [1, 1, q, V]
+      pad = h.shape[2] - q             # the depth-L token has no next level
+      return jnp.pad(logits, ((0, 0), (0, 0), (0, pad), (0, 0)))
+    if head_level is not None:
+      raise ValueError(f'head_level={head_level!r}')
+    all_logits = (jnp.einsum('bkqd,ldv->bkqlv', h, self.head_w) +
+                  self.head_b[None, None, None])
+    level = jnp.minimum(depths, num_levels - 1)
+    return jnp.take_along_axis(
+        all_logits, level[..., None, None], axis=-2)[..., 0, :]
+
   def __call__(self, history_codes, history_mask, target_codes,
-               deterministic: bool = True):
+               deterministic: bool = True, with_value: bool = True):
     """Teacher forcing over the full SID path of the target item.
 
     Args:
@@ -229,21 +263,25 @@ class PolicyValueNet(nn.Module):
       history_mask: [B, T] bool.
       target_codes: [B, L] int32 SID of the target item.
       deterministic: disables dropout.
+      with_value: also compute the values.
 
     Returns:
       (logits [B, L, V] float32 for levels 1..L, values [B, L+1] float32 of
-      the prefix states s_0..s_L).
+      the prefix states s_0..s_L, or None without values).
     """
     chex.assert_rank(target_codes, 2)
     batch, num_levels = target_codes.shape
-    context = self.encode_history(history_codes, history_mask, deterministic)
+    context = self.encode_history(history_codes, history_mask, deterministic,
+                                  with_value)
     codes = jnp.concatenate(
         [jnp.zeros((batch, 1), jnp.int32), target_codes], axis=1)[:, None]
     depths = jnp.broadcast_to(jnp.arange(num_levels + 1), codes.shape)
     out = self.decode(context, codes, depths,
                       empty_path(self.cfg, batch, 1, num_levels + 1,
-                                 context.k.dtype), deterministic)
-    return out.logits[:, 0, :num_levels], out.value[:, 0]
+                                 context.k.dtype, with_value), deterministic,
+                      head_level='position')
+    values = None if out.value is None else out.value[:, 0]
+    return out.logits[:, 0, :num_levels], values
 
 
 def init_params(cfg: PolicyConfig, rng_key: jax.Array):

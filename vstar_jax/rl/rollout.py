@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from vstar_jax.decoding import beam
+from vstar_jax.decoding import incremental
 from vstar_jax.models import policy
 from vstar_jax.sid import trie as trie_lib
 from vstar_jax.ved import search
@@ -107,24 +108,18 @@ def _sample_rollout(net, params, trie, rng_key, history, history_mask, cfg):
   g = cfg.num_candidates
   batch = history.shape[0]
   num_levels = trie.num_levels
-  context = _history_context(net, params, trie, history, history_mask)
-  variables = {'params': params}
-  decode = lambda codes, depths, path: net.apply(
-      variables, context, codes, depths, path, method=net.decode)
-  zeros = jnp.zeros((batch, 1, 1), jnp.int32)
-  out = decode(zeros, zeros, policy.empty_path(net.cfg, batch, 1, 1,
-                                               context.k.dtype))
-  # Broadcast the BOS token's output to the G samples.
-  logits = jnp.broadcast_to(out.logits, (batch, g, 1, out.logits.shape[-1]))
-  path_k = jnp.broadcast_to(out.k, out.k.shape[:2] + (g,) + out.k.shape[3:])
-  path_v = jnp.broadcast_to(out.v, out.v.shape[:2] + (g,) + out.v.shape[3:])
+  context = incremental.encode(net, params, trie.codes, history, history_mask)
+  logits, paths = incremental.start(net, params, context)
+  # The BOS token's output is shared by the G samples.
+  logits = jnp.broadcast_to(logits, (batch, g, logits.shape[-1]))
+  paths = incremental.broadcast(paths, g)
   prefix = jnp.zeros((batch, g), jnp.int32)
   logp = jnp.zeros((batch, g), jnp.float32)
   codes = []
   keys = jax.random.split(rng_key, num_levels)
   for level in range(num_levels):
     valid = trie_lib.valid_next_mask(trie, level, prefix)
-    level_logp = policy.masked_log_softmax(logits[:, :, 0], valid)
+    level_logp = policy.masked_log_softmax(logits, valid)
     sample_logits = jnp.where(valid, level_logp / cfg.temperature,
                               jnp.finfo(jnp.float32).min)
     code = jax.random.categorical(keys[level], sample_logits).astype(
@@ -132,15 +127,8 @@ def _sample_rollout(net, params, trie, rng_key, history, history_mask, cfg):
     logp = logp + jnp.take_along_axis(level_logp, code[..., None], -1)[..., 0]
     prefix = trie_lib.next_prefix(trie, level, prefix, code)
     codes.append(code)
-    if level == num_levels - 1:
-      break
-    path = policy.Path(k=path_k, v=path_v,
-                       mask=jnp.ones((batch, g, 1, level + 1), bool))
-    out = decode(code[..., None], jnp.full((batch, g, 1), level + 1,
-                                           jnp.int32), path)
-    logits = out.logits
-    path_k = jnp.concatenate([path_k, out.k], axis=3)
-    path_v = jnp.concatenate([path_v, out.v], axis=3)
+    if level < num_levels - 1:
+      logits, paths = incremental.extend(net, params, context, paths, code)
   mask = jnp.isfinite(logp) & (prefix >= 0)
   return search.Candidates(
       items=jnp.where(mask, prefix, -1), codes=jnp.stack(codes, -1),

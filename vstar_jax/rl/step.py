@@ -49,18 +49,23 @@ def value_param_label(params) -> dict:
           for k, v in params.items()}
 
 
-def _teacher_forced(net, params, trie, history, history_mask, codes):
-  """Constrained token log-probs [B, G, L], values [B, G, L+1], entropy."""
+def _teacher_forced(net, params, trie, history, history_mask, codes,
+                    with_value=True):
+  """Constrained token log-probs [B, G, L], values [B, G, L+1], entropy.
+
+  Values are None with `with_value=False` (the frozen reference policy).
+  """
   batch, g, num_levels = codes.shape
   hist_codes = jnp.take(trie.codes, jnp.maximum(history, 0), axis=0)
   variables = {'params': params}
   context = net.apply(variables, hist_codes, history_mask,
-                      method=net.encode_history)
+                      with_value=with_value, method=net.encode_history)
   tokens = jnp.concatenate([jnp.zeros((batch, g, 1), jnp.int32), codes], -1)
   depths = jnp.broadcast_to(jnp.arange(num_levels + 1), tokens.shape)
   out = net.apply(variables, context, tokens, depths,
                   policy.empty_path(net.cfg, batch, g, num_levels + 1,
-                                    context.k.dtype), method=net.decode)
+                                    context.k.dtype, with_value),
+                  head_level='position', method=net.decode)
   prefixes = trie_lib.walk_prefixes(trie, codes)          # [B, G, L+1]
   valid = jnp.stack([trie_lib.valid_next_mask(trie, l, prefixes[..., l])
                      for l in range(num_levels)], axis=2)  # [B, G, L, V]
@@ -94,7 +99,7 @@ def rl_loss(params, ref_params, batch, cands, item_emb, trie, policy_on, *,
       cands.codes)
   ref_logp, _, _ = _teacher_forced(
       net, jax.lax.stop_gradient(ref_params), trie, batch['history'],
-      batch['history_mask'], cands.codes)
+      batch['history_mask'], cands.codes, with_value=False)
   num_levels = cands.codes.shape[-1]
   tok_mask = jnp.broadcast_to(mask[..., None], logp.shape)
   old = jax.lax.stop_gradient(logp)

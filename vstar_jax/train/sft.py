@@ -52,7 +52,7 @@ def sft_loss(params, batch, trie, rng_key, *, net: policy.PolicyValueNet,
   target_codes = jnp.take(trie.codes, batch['target'], axis=0)
   logits, _ = net.apply(
       {'params': params}, history_codes, batch['history_mask'], target_codes,
-      deterministic=not train, rngs={'dropout': rng_key})
+      deterministic=not train, with_value=False, rngs={'dropout': rng_key})
   if constrained:
     valid = target_valid_masks(trie, batch['target'])
   else:
