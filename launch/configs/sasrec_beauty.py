@@ -12,4 +12,5 @@ from launch.configs import sasrec_common
 
 def get_config():
   return sasrec_common.sasrec_config(
-      '../shared/data/amazon_beauty', 'Beauty', steps_per_epoch=513)
+      '../shared/data/amazon_beauty', 'Beauty', steps_per_epoch=513,
+      num_epochs=30)

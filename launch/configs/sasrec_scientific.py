@@ -11,4 +11,5 @@ from launch.configs import sasrec_common
 
 def get_config():
   return sasrec_common.sasrec_config(
-      '../shared/data/amazon_scientific', 'Scientific', steps_per_epoch=131)
+      '../shared/data/amazon_scientific', 'Scientific', steps_per_epoch=131,
+      num_epochs=50)
