@@ -1,8 +1,9 @@
 """Full-catalogue ranking and diversity metrics, on host numpy.
 
 A ranked list comes from the whole catalogue (no sampled negatives): by
-constrained beam search for SID models, by exact top-K for ID models. Invalid or dead entries are -1 and can
-never be hits; SIDs are unique, so an item can only match its own target.
+constrained beam search for SID models, by exact top-K for ID models.
+Invalid or dead entries are -1 and can never be hits; SIDs are unique, so an
+item can only match its own target.
 
 Shapes: M users, K list length, L SID levels.
 """
