@@ -41,3 +41,6 @@ def test_diversity_hand_computed():
   assert d['long_tail_share@3'] == pytest.approx(2 / 5)
   assert d['distinct_l1@3'] == pytest.approx((1 + 2) / 2)
   assert d['distinct_l2@3'] == pytest.approx((2 + 3) / 2)
+  # Without SIDs (an ID model, no index): item metrics only.
+  no_sids = ranking.diversity(items, None, tail, top=3)
+  assert no_sids == {k: d[k] for k in ('coverage@3', 'long_tail_share@3')}

@@ -1,7 +1,9 @@
 """Everything a run needs besides parameters: data, split, SIDs and trie.
 
 Shared by the training, evaluation and recommendation binaries so that they
-see the same catalogue and split for a given config.
+see the same catalogue and split for a given config. ID-based model families
+(ID_ONLY_KINDS) need no SIDs: their experiment has no trie, and SIDs, when
+the dataset has an index, only feed the prefix-diversity metrics.
 """
 import dataclasses
 import os
@@ -22,6 +24,10 @@ from vstar_jax.sid import stats as sid_stats
 from vstar_jax.sid import trie as trie_lib
 
 
+# config.model.kind values that rank item ids directly (no SID decoding).
+ID_ONLY_KINDS = ('sasrec',)
+
+
 class ConfigError(ValueError):
   """A config value that cannot work; the message is one line."""
 
@@ -31,15 +37,16 @@ class Experiment:
   """Host-side view of the data of one run."""
   dataset: dataset_lib.Dataset
   split: splits.Split
-  codes: np.ndarray             # [N, L] int32 unique SIDs
-  trie: trie_lib.PrefixTrie     # on device
+  codes: Optional[np.ndarray]   # [N, L] int32 SIDs; None: no index (ID model)
+  trie: Optional[trie_lib.PrefixTrie]  # on device; None for ID models
   long_tail: np.ndarray         # [N] bool, by training popularity
   train_counts: np.ndarray      # [N] int64 training-target counts
-  sid_source: str               # index path the SIDs came from
+  sid_source: Optional[str]     # index path the SIDs came from
 
   @property
   def num_levels(self) -> int:
-    return self.codes.shape[1]
+    """SID length L; 0 without SIDs."""
+    return 0 if self.codes is None else self.codes.shape[1]
 
   @property
   def vocab_size(self) -> int:
@@ -114,15 +121,19 @@ def load_experiment(config: ml_collections.ConfigDict,
   ds = dataset_lib.load_dataset(_resolve(data_cfg.dir), data_cfg.name,
                                 index_path=index)
   split = _make_split(data_cfg, ds)
-  codes, source = _sid_codes(config, ds, workdir)
-  trie = trie_lib.build_trie(codes)
+  if config.model.kind in ID_ONLY_KINDS:
+    # Hits are by item index, so SID collisions cannot inflate them.
+    codes, source, trie = ds.sids, ds.paths.get('index'), None
+  else:
+    codes, source = _sid_codes(config, ds, workdir)
+    trie = trie_lib.build_trie(codes)
   counts = np.bincount(split.train.target, minlength=ds.num_items)
   long_tail = ranking.long_tail_items(counts, config.eval.head_fraction)
   logging.info(
-      'Data %s: %d users, %d items, L=%d, V=%d; %s split train/valid/test = '
-      '%d/%d/%d', ds.name, ds.num_users, ds.num_items, codes.shape[1],
-      trie.vocab_size, data_cfg.protocol, len(split.train), len(split.valid),
-      len(split.test))
+      'Data %s: %d users, %d items, SIDs from %s (L=%d); %s split '
+      'train/valid/test = %d/%d/%d', ds.name, ds.num_users, ds.num_items,
+      source, 0 if codes is None else codes.shape[1], data_cfg.protocol,
+      len(split.train), len(split.valid), len(split.test))
   return Experiment(dataset=ds, split=split, codes=codes, trie=trie,
                     long_tail=long_tail, train_counts=counts,
                     sid_source=source)

@@ -60,13 +60,14 @@ def base_config() -> ml_collections.ConfigDict:
   config.embedding_cache_dir = '.cache/embeddings'
 
   config.model = ml_collections.ConfigDict()
-  config.model.kind = 'sid'                # generative SID policy
+  config.model.kind = 'sid'                # generative SID policy; 'sasrec'
   config.model.size = 'cpu'                # informational; see MODEL_SIZES
   config.model.width = 128
   config.model.num_layers = 2
   config.model.num_heads = 4
   config.model.mlp_ratio = 4
   config.model.dropout_rate = 0.1
+  config.model.attn_dropout_rate = 0.1     # on attention weights (sasrec)
   config.model.value_width = 128
   config.model.value_grad_to_trunk = True
   config.model.dtype = 'float32'           # compute dtype; or 'bfloat16'

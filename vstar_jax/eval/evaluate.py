@@ -51,7 +51,8 @@ def rank_all(rank_fn: Callable, params, trie, history: np.ndarray,
 
 def evaluate(rank_fn: Callable, params, trie, history: np.ndarray,
              history_mask: np.ndarray, targets: np.ndarray, *,
-             batch_size: int, list_len: int, item_codes: np.ndarray,
+             batch_size: int, list_len: int,
+             item_codes: Optional[np.ndarray],
              long_tail_mask: Optional[np.ndarray] = None,
              cutoffs: Sequence[int] = ranking.DEFAULT_CUTOFFS
              ) -> dict[str, float]:
@@ -64,7 +65,7 @@ def evaluate(rank_fn: Callable, params, trie, history: np.ndarray,
     history: [M, T] int32; history_mask: [M, T] bool; targets: [M] int32.
     batch_size: users per jitted call.
     list_len: K, the beam width (cutoffs above it are an error).
-    item_codes: [N, L] SIDs, for prefix diversity.
+    item_codes: [N, L] SIDs, for prefix diversity (None: not measured).
     long_tail_mask: [N] bool; when given, diversity metrics are added.
     cutoffs: HR/NDCG cut-offs.
   """

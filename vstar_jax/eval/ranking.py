@@ -1,12 +1,13 @@
 """Full-catalogue ranking and diversity metrics, on host numpy.
 
-A ranked list comes from constrained beam search over every item in the
-catalogue (no sampled negatives). Invalid or dead entries are -1 and can
-never be hits; SIDs are unique, so an item can only match its own target.
+A ranked list comes from the whole catalogue (no sampled negatives): by
+constrained beam search for SID models, by exact top-K for ID models.
+Invalid or dead entries are -1 and can never be hits; SIDs are unique, so an
+item can only match its own target.
 
 Shapes: M users, K list length, L SID levels.
 """
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -68,32 +69,33 @@ def long_tail_items(train_counts: np.ndarray,
   return tail
 
 
-def diversity(items: np.ndarray, item_codes: np.ndarray,
+def diversity(items: np.ndarray, item_codes: Optional[np.ndarray],
               long_tail_mask: np.ndarray, top: int = 10) -> dict[str, float]:
   """Diversity of the top-`top` lists.
 
   Args:
     items: [M, K] ranked items, -1 for empty slots.
-    item_codes: [N, L] SID codes of the catalogue.
+    item_codes: [N, L] SID codes of the catalogue, or None (an ID-based
+      model on a dataset without SIDs: no prefix metrics).
     long_tail_mask: [N] bool, True = long-tail item.
     top: the list prefix measured.
 
   Returns:
     coverage (distinct recommended items / N), long-tail share of the
-    recommended slots, and the mean number of distinct level-1 and level-2
-    prefixes per list.
+    recommended slots, and (with item_codes) the mean number of distinct
+    level-1 and level-2 prefixes per list.
   """
   lists = np.asarray(items)[:, :top]
   valid = lists >= 0
   safe = np.maximum(lists, 0)
-  num_items = len(item_codes)
+  num_items = len(long_tail_mask)
   out = {
       f'coverage@{top}': float(np.unique(lists[valid]).size / num_items),
       f'long_tail_share@{top}': float(
           long_tail_mask[safe][valid].mean() if valid.any() else 0.0),
   }
   for depth in (1, 2):
-    if depth > item_codes.shape[1]:
+    if item_codes is None or depth > item_codes.shape[1]:
       continue
     prefixes = item_codes[safe][..., :depth]          # [M, top, depth]
     key = np.zeros(lists.shape, np.int64)

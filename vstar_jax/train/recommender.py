@@ -13,6 +13,8 @@ import ml_collections
 from vstar_jax import experiment as experiment_lib
 from vstar_jax.eval import evaluate as evaluate_lib
 from vstar_jax.models import policy
+from vstar_jax.models import sasrec
+from vstar_jax.train import sasrec_step
 from vstar_jax.train import sft
 
 
@@ -48,9 +50,53 @@ def sid_recommender(config: ml_collections.ConfigDict,
       net=net)
 
 
+def sasrec_config(config: ml_collections.ConfigDict,
+                  exp: experiment_lib.Experiment) -> sasrec.SasrecConfig:
+  """SASRec's static config from the run config and the catalogue."""
+  m = config.model
+  if m.width % m.num_heads:
+    raise experiment_lib.ConfigError(
+        f'config.model.width={m.width} is not divisible by '
+        f'config.model.num_heads={m.num_heads}')
+  if m.dtype not in ('float32', 'bfloat16'):
+    raise experiment_lib.ConfigError(
+        f"config.model.dtype={m.dtype!r}: expected 'float32' or 'bfloat16'")
+  return sasrec.SasrecConfig(
+      num_items=exp.dataset.num_items, max_history=config.data.max_history,
+      width=m.width, num_layers=m.num_layers, num_heads=m.num_heads,
+      inner_width=m.width * m.mlp_ratio, hidden_dropout_rate=m.dropout_rate,
+      attn_dropout_rate=m.attn_dropout_rate, dtype=m.dtype)
+
+
+def sasrec_recommender(config: ml_collections.ConfigDict,
+                       exp: experiment_lib.Experiment) -> Recommender:
+  """SASRec, the ID-based baseline (full softmax over item ids)."""
+  net = sasrec.SASRec(sasrec_config(config, exp))
+
+  def make_rank_fn(list_len: int):
+    if list_len > net.cfg.num_items:
+      raise experiment_lib.ConfigError(
+          f'list length {list_len} (config.eval.beam_width / valid_beam) '
+          f'exceeds the {net.cfg.num_items} items')
+
+    def rank(params, trie, history, history_mask):
+      del trie
+      return sasrec.top_items(net, params, history, history_mask,
+                              list_len=list_len)
+    return rank
+
+  return Recommender(
+      kind='sasrec',
+      init=functools.partial(sasrec.init_params, net),
+      train_step=sasrec_step.make_sasrec_step(net),
+      make_rank_fn=make_rank_fn,
+      ranking='full catalogue, exact top-K of the item logits; items '
+              'already in the history are NOT masked')
+
+
 def from_config(config: ml_collections.ConfigDict,
                 exp: experiment_lib.Experiment) -> Recommender:
-  kinds = {'sid': sid_recommender}
+  kinds = {'sid': sid_recommender, 'sasrec': sasrec_recommender}
   if config.model.kind not in kinds:
     raise experiment_lib.ConfigError(
         f'config.model.kind={config.model.kind!r}: expected one of '

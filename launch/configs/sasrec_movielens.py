@@ -1,0 +1,14 @@
+"""SASRec on the bundled MovieLens ml-latest-small, leave-one-out.
+
+  python -m launch.train --config=launch/configs/sasrec_movielens.py \
+      --workdir=runs/sasrec_movielens
+
+88,059 training windows: 343 steps per epoch at batch 256.
+"""
+from launch.configs import sasrec_common
+
+
+def get_config():
+  return sasrec_common.sasrec_config(
+      'testdata/movielens', 'ml-latest-small', steps_per_epoch=343,
+      num_epochs=50)
