@@ -1,0 +1,41 @@
+"""launch/configs/ablation.py: variants differ only where they should."""
+import pytest
+
+from launch.configs import ablation
+from vstar_jax.decoding import beam
+
+
+@pytest.mark.parametrize('dataset', sorted(ablation.DATASETS))
+def test_variants_share_everything_but_the_switches(dataset):
+  configs = {v: ablation.get_config(f'{dataset},{v}')
+             for v in ablation.VARIANTS}
+  switches = {('rollout', 'kind'), ('rl', 'sibling_alpha'),
+              ('rl', 'value_coef'), ('ablation',)}
+  flat = {v: {k: val for k, val in _flatten(c.to_dict()).items()
+              if k not in switches} for v, c in configs.items()}
+  assert all(f == flat['vstar'] for f in flat.values())
+  for config in configs.values():
+    num_levels = len(config.rl.step_weights)
+    assert config.stages == 'rl'
+    # Equal decoder-token budgets for beam and VED rollouts.
+    assert config.rollout.ved_budget == beam.decode_cost(
+        num_levels, config.rollout.beam_width)
+  assert configs['beam_grpo'].rl.sibling_alpha == 0
+  assert configs['vstar'].rollout.kind == 'ved'
+  assert configs['vstar'].rl.sibling_alpha > 0
+  assert configs['vstar'].rl.value_coef > 0
+
+
+def test_unknown_variant():
+  with pytest.raises(ValueError, match='expected DATASET,VARIANT'):
+    ablation.get_config('scientific,ppo')
+
+
+def _flatten(d, prefix=()):
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, prefix + (k,)))
+    else:
+      out[prefix + (k,)] = v
+  return out
