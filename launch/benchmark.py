@@ -95,6 +95,10 @@ _INIT_BEAM = flags.DEFINE_integer('init_beam', 4, 'ved: VED init beam B0.',
                                   lower_bound=1)
 _TEMPERATURE = flags.DEFINE_float('temperature', 1.0,
                                   'ved: sampling temperature.')
+_LAMBDA = flags.DEFINE_float('ved_lambda', None, 'ved: entropy weight lambda '
+                             '(default: the run config\'s).')
+_BETA = flags.DEFINE_float('ved_beta', None, 'ved: UCB weight beta (default: '
+                           'the run config\'s).')
 
 
 class _UsageError(ValueError):
@@ -204,6 +208,8 @@ def _run_ved() -> tuple[dict, bytes]:
       history=train.history[rows_idx],
       history_mask=train.history_mask[rows_idx],
       target=train.target[rows_idx])
+  lam = config.rollout.ved_lambda if _LAMBDA.value is None else _LAMBDA.value
+  beta = config.rollout.ved_beta if _BETA.value is None else _BETA.value
   with machine.CpuShare() as share:
     description = machine.describe_machine()
     try:
@@ -211,7 +217,7 @@ def _run_ved() -> tuple[dict, bytes]:
           model.net, params, exp.trie, prompts, exp.long_tail,
           budgets=budgets, num_candidates=_GROUP.value,
           init_beam=_INIT_BEAM.value, temperature=_TEMPERATURE.value,
-          lam=config.rollout.ved_lambda, beta=config.rollout.ved_beta,
+          lam=lam, beta=beta,
           batch_size=_ROLLOUT_BATCH.value, reward=config.rl.reward,
           seed=_SEED.value)
     except ValueError as e:
@@ -221,6 +227,7 @@ def _run_ved() -> tuple[dict, bytes]:
       'stage': _STAGE.value, 'dataset': exp.dataset.name,
       'num_levels': num_levels, 'group_size': _GROUP.value,
       'init_beam': _INIT_BEAM.value, 'temperature': _TEMPERATURE.value,
+      'ved_lambda': lam, 'ved_beta': beta,
       'reward': config.rl.reward, 'prompts': 'training windows',
       'command': ' '.join(['python -m launch.benchmark'] + sys.argv[1:]),
       'machine': description, 'cpu_other_share': share.other_share,

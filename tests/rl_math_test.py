@@ -193,3 +193,23 @@ def test_group_stats_hand_computed():
   np.testing.assert_allclose(s['reward_std'], (math.sqrt(2 / 9) + 0) / 2,
                              rtol=1e-6)
   np.testing.assert_allclose(s['long_tail_share'], (2 + 2) / 7, rtol=1e-6)
+
+
+def test_ved_tree_stats_hand_computed():
+  from vstar_jax.rl import diagnostics  # pylint: disable=g-import-not-at-top
+  from vstar_jax.ved import tree as tree_lib  # pylint: disable=g-import-not-at-top
+  tree = tree_lib.empty_tree(2, 5, 3, {})
+  # User 0: leaves (depth 2) items 7, 8, 9; the target 8 has the best value
+  # but the worst log-prob. User 1: no leaf is the target.
+  tree = tree.replace(
+      live=jnp.array([[True] * 5, [True, True, True, False, False]]),
+      depth=jnp.array([[0, 2, 2, 2, 1], [0, 1, 2, 0, 0]]),
+      prefix=jnp.array([[0, 7, 8, 9, 8], [0, 1, 4, -1, -1]]),
+      value=jnp.array([[0., .1, .9, .2, 5.], [0., 0., 0., 0., 0.]]),
+      logp=jnp.array([[0., -1., -3., -2., -.1], [0., -1., -2., 0., 0.]]))
+  s = {k: float(v) for k, v in diagnostics.ved_tree_stats(
+      tree, jnp.array([8, 5]), num_levels=2, num_candidates=2).items()}
+  assert s['complete_leaves'] == (3 + 1) / 2
+  assert s['target_in_tree'] == 0.5
+  assert s['target_top_g_by_value'] == 0.5     # rank 0 of 3 by value
+  assert s['target_top_g_by_logp'] == 0.0      # rank 2 of 3 by log-prob

@@ -113,6 +113,10 @@ def test_compare_rollouts_at_equal_budget(setup):
   assert set(by_method) == {'ved', 'beam', 'sample'}
   assert by_method['beam']['rollout_cost'] == 13      # width 6: 1 + 2 * 6
   assert by_method['ved']['rollout_cost'] <= 13
+  ved = by_method['ved']
+  assert 0 < ved['complete_leaves'] <= 13
+  assert max(ved['target_top_g_by_value'],
+             ved['target_top_g_by_logp']) <= ved['target_in_tree']
   for r in rows:
     assert 0 < r['unique_items'] <= 4
     assert 0 <= r['zero_adv_frac'] <= 1

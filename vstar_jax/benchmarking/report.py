@@ -129,6 +129,11 @@ VED_COLUMNS = (
     ('distinct_l2', 'distinct L2'), ('unique_items', 'unique items'),
     ('long_tail_share', 'long-tail share'), ('rollout_cost', 'tokens used'),
     ('ms_per_prompt', 'ms / prompt'))
+VED_TREE_COLUMNS = (
+    ('complete_leaves', 'evaluated complete leaves'),
+    ('target_in_tree', 'target among them'),
+    ('target_top_g_by_value', 'target in top G by value (returned)'),
+    ('target_top_g_by_logp', 'target in top G by log-prob'))
 
 
 def ved_markdown(result: dict) -> str:
@@ -139,7 +144,8 @@ def ved_markdown(result: dict) -> str:
       f"Run: `{result['workdir']}` ({result['stage']}), {result['dataset']}, "
       f"L={result['num_levels']}; {result['rows'][0]['prompts']} "
       f"{result['prompts']}; G={result['group_size']}, VED B0="
-      f"{result['init_beam']}, temperature {result['temperature']}, reward "
+      f"{result['init_beam']}, lambda {result.get('ved_lambda')}, beta "
+      f"{result.get('ved_beta')}, temperature {result['temperature']}, reward "
       f"{result['reward']}; other processes used "
       f"{100 * result['cpu_other_share']:.0f}% of the cores.", '',
       '| budget | method | ' + ' | '.join(c for _, c in VED_COLUMNS) + ' |',
@@ -148,6 +154,16 @@ def ved_markdown(result: dict) -> str:
     cells = [f'{row[k]:.3f}' if k in row else '' for k, _ in VED_COLUMNS]
     lines.append(f"| {row['budget']} | {row['method']} | " +
                  ' | '.join(cells) + ' |')
+  tree_rows = [r for r in result['rows'] if 'target_in_tree' in r]
+  if tree_rows:
+    lines += ['', 'VED trees: where the target is lost (leaves = evaluated '
+              'depth-L nodes; the returned group adds greedy completions '
+              'when there are fewer than G).', '',
+              '| budget | ' + ' | '.join(c for _, c in VED_TREE_COLUMNS) +
+              ' |', '|' + '---|' * (1 + len(VED_TREE_COLUMNS))]
+    for row in tree_rows:
+      lines.append(f"| {row['budget']} | " + ' | '.join(
+          f'{row[k]:.3f}' for k, _ in VED_TREE_COLUMNS) + ' |')
   return '\n'.join(lines) + '\n'
 
 

@@ -57,3 +57,34 @@ def group_stats(cands, reward, adv, target, long_tail_mask=None):
     tail = jnp.take(long_tail_mask, jnp.maximum(cands.items, 0)) & mask
     out['long_tail_share'] = tail.sum() / n
   return out
+
+
+def ved_tree_stats(tree, target, num_levels: int, num_candidates: int):
+  """Where VED loses the target: the tree, or the choice of candidates.
+
+  Args:
+    tree: the final ved.tree.DecodeTree with [B, N] node fields.
+    target: [B] target items.
+    num_levels: L.
+    num_candidates: G.
+
+  Returns:
+    Dict of scalars (means over prompts): complete_leaves (evaluated
+    depth-L nodes), target_in_tree (the target is one of them), and
+    target_top_g_by_value / target_top_g_by_logp (it is among the G best of
+    them by value, as VED returns them, or by path log-prob).
+  """
+  leaf = tree.live & (tree.depth == num_levels)           # [B, N]
+  hit = leaf & (tree.prefix == target[:, None])
+  in_tree = hit.any(1)
+
+  def in_top_g(score):
+    score = jnp.where(leaf, score, -jnp.inf)
+    target_score = jnp.max(jnp.where(hit, score, -jnp.inf), 1)
+    better = (score > target_score[:, None]).sum(1)
+    return (in_tree & (better < num_candidates)).mean()
+
+  return {'complete_leaves': leaf.sum(1).mean(),
+          'target_in_tree': in_tree.mean(),
+          'target_top_g_by_value': in_top_g(tree.value),
+          'target_top_g_by_logp': in_top_g(tree.logp)}

@@ -138,14 +138,14 @@ def _sample_rollout(net, params, trie, rng_key, history, history_mask, cfg):
       cost=jnp.full((batch,), cfg.cost(num_levels), jnp.int32))
 
 
-def _ved_rollout(net, params, trie, rng_key, history, history_mask, cfg):
+def ved_rollout(net, params, trie, rng_key, history, history_mask,
+                cfg: RolloutConfig):
+  """VED on the policy network: (Candidates [B, G], the DecodeTree)."""
   context = _history_context(net, params, trie, history, history_mask)
   evaluate, cache_like = transformer_evaluator(net, params, context)
   ved_cfg = dataclasses.replace(cfg.ved, temperature=cfg.temperature)
-  cands, _ = search.ved_search(evaluate, trie, rng_key,
-                               batch=history.shape[0], cache_like=cache_like,
-                               cfg=ved_cfg)
-  return cands
+  return search.ved_search(evaluate, trie, rng_key, batch=history.shape[0],
+                           cache_like=cache_like, cfg=ved_cfg)
 
 
 def rollout(net: policy.PolicyValueNet, params, trie, rng_key, history,
@@ -171,6 +171,6 @@ def rollout(net: policy.PolicyValueNet, params, trie, rng_key, history,
     out = _sample_rollout(net, params, trie, rng_key, history, history_mask,
                           cfg)
   else:
-    out = _ved_rollout(net, params, trie, rng_key, history, history_mask,
-                       cfg)
+    out, _ = ved_rollout(net, params, trie, rng_key, history, history_mask,
+                         cfg)
   return jax.tree_util.tree_map(jax.lax.stop_gradient, out)

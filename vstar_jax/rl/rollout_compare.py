@@ -74,8 +74,15 @@ def make_group_fn(net, cfg: rollout_lib.RolloutConfig, num_candidates: int,
                   reward: str):
   """group(params, trie, key, history, mask, target, long_tail) -> stats."""
   def group(params, trie, rng_key, history, history_mask, target, long_tail):
-    cands = rollout_lib.rollout(net, params, trie, rng_key, history,
-                                history_mask, cfg=cfg)
+    extra = {}
+    if cfg.kind == 'ved':
+      cands, tree = rollout_lib.ved_rollout(net, params, trie, rng_key,
+                                            history, history_mask, cfg)
+      extra = diagnostics.ved_tree_stats(tree, target, trie.num_levels,
+                                         num_candidates)
+    else:
+      cands = rollout_lib.rollout(net, params, trie, rng_key, history,
+                                  history_mask, cfg=cfg)
     if cfg.kind == 'sample':
       cands = _top_distinct(cands, num_candidates)
     target_codes = jnp.take(trie.codes, target, axis=0)
@@ -83,7 +90,8 @@ def make_group_fn(net, cfg: rollout_lib.RolloutConfig, num_candidates: int,
         reward, i, c, lp, m, t, tc))(cands.items, cands.codes, cands.logp,
                                      cands.mask, target, target_codes)
     adv = advantages.batched_grpo_advantages(r, cands.mask)
-    return diagnostics.group_stats(cands, r, adv, target, long_tail)
+    return {**diagnostics.group_stats(cands, r, adv, target, long_tail),
+            **extra}
   return group
 
 
