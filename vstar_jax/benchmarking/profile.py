@@ -22,7 +22,7 @@ import jax
 # First match wins.
 _CATEGORIES = (
     ('dropout', r'/dropout/|threefry|random_bits'),
-    ('value block (unused here)', r'value_block|value_ln|value_hidden'),
+    ('value block', r'value_block|value_ln|value_hidden'),
     ('output head', r'bkqd,ldv->bkqlv'),
     ('dense layers (qkv, out, mlp)',
      r'(qkv|/out|mlp_in|mlp_out)/dot_general'),

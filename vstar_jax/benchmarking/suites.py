@@ -189,10 +189,6 @@ def _train_variants(settings: TrainSettings):
   if settings.ablations:
     variants += [
         ('no_dropout', 'float32', {'dropout_rate': 0.}, 'step', True),
-        # Same SFT loss and gradients: values are unused in SFT, but with
-        # value_grad_to_trunk their zero cotangents are back-propagated.
-        ('value_grad_to_trunk=False', 'float32',
-         {'value_grad_to_trunk': False}, 'step', True),
         ('unconstrained_loss', 'float32', {}, 'step', False),
         ('grad_no_optimizer', 'float32', {}, 'grad', True),
         ('forward_only', 'float32', {}, 'loss', True),
