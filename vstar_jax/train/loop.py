@@ -244,6 +244,8 @@ def _run_stage(name: str, config, exp, model, writer, workdir: str, *,
     if preemption.reached(step_num) and step_num < total_steps:
       preempted = True
       break
+  if preempted and pending:    # a partial log window: written, not lost
+    writer.write_scalars(step_num, _mean_metrics(pending), prefix=f'{name}/')
   meta['train_time_s'] = time.perf_counter() - t_start
   save(step_num)
   writer.flush()

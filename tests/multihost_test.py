@@ -1,0 +1,64 @@
+"""A real two-process jax.distributed run of launch.train on localhost.
+
+Two processes with 4 fake CPU devices each form one 8-device mesh (gloo
+collectives); each reads its half of every batch. Two SFT steps and the
+evaluations must match the single-process 8-device run, and only process 0
+writes logs and results.
+"""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+
+from tests import conftest
+from tests import train_test
+from vstar_jax.train import loop
+
+OVERRIDES = {'sft.num_steps': 2, 'sft.eval_every': 2, 'log_every': 1}
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_match_one(tmp_path):
+  work = tmp_path / 'two'
+  env = dict(os.environ, JAX_PLATFORMS='cpu',
+             XLA_FLAGS='--xla_force_host_platform_device_count=4')
+  port = _free_port()
+  procs = [subprocess.Popen(
+      [sys.executable, '-m', 'launch.train',
+       '--config=launch/configs/smoke.py', f'--workdir={work}',
+       *[f'--config.{k}={v}' for k, v in OVERRIDES.items()],
+       f'--coordinator_address=localhost:{port}', '--num_processes=2',
+       f'--process_id={i}'],
+      cwd=conftest.REPO_ROOT, env=env, stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True) for i in range(2)]
+  # The single-process reference runs while the two processes start up.
+  full = loop.train_and_evaluate(train_test._smoke_config(**OVERRIDES),  # pylint: disable=protected-access
+                                 str(tmp_path / 'one'))
+  outs = [p.communicate(timeout=300) for p in procs]
+  for p, (_, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-3000:]
+  assert '| sft | test |' in outs[0][0]
+  assert '| sft | test |' not in outs[1][0]      # only process 0 reports
+  results = json.loads((work / 'results.json').read_text())
+  assert results['mesh'] == {'shape': {'data': 8, 'model': 1}, 'fsdp': False,
+                             'processes': 2}
+  assert full['mesh']['processes'] == 1
+  for split in ('valid', 'test'):
+    got, want = results['metrics']['sft'][split], full['metrics']['sft'][split]
+    assert got.keys() == want.keys()
+    np.testing.assert_allclose([got[k] for k in want], list(want.values()),
+                               rtol=1e-6, atol=1e-6)
+  rows = [json.loads(l) for l in open(work / 'metrics.jsonl')]
+  assert [r['step'] for r in rows] == [1, 2, 2]  # written once, by process 0
+  two, one = (train_test._losses(w) for w in (work, tmp_path / 'one'))  # pylint: disable=protected-access
+  assert two.keys() == one.keys() and len(two) >= 10
+  np.testing.assert_allclose([two[k] for k in one], list(one.values()),
+                             rtol=1e-5)
