@@ -31,20 +31,30 @@ def test_two_processes_match_one(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS='cpu',
              XLA_FLAGS='--xla_force_host_platform_device_count=4')
   port = _free_port()
-  procs = [subprocess.Popen(
-      [sys.executable, '-m', 'launch.train',
-       '--config=launch/configs/smoke.py', f'--workdir={work}',
-       *[f'--config.{k}={v}' for k, v in OVERRIDES.items()],
-       f'--coordinator_address=localhost:{port}', '--num_processes=2',
-       f'--process_id={i}'],
-      cwd=conftest.REPO_ROOT, env=env, stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE, text=True) for i in range(2)]
-  # The single-process reference runs while the two processes start up.
-  full = loop.train_and_evaluate(train_test._smoke_config(**OVERRIDES),  # pylint: disable=protected-access
-                                 str(tmp_path / 'one'))
-  outs = [p.communicate(timeout=300) for p in procs]
-  for p, (_, err) in zip(procs, outs):
-    assert p.returncode == 0, err[-3000:]
+  logs = [(tmp_path / f'p{i}.out', tmp_path / f'p{i}.err') for i in range(2)]
+  procs = []
+  for i, (out, err) in enumerate(logs):
+    # Output to files: a full pipe would stall a process meanwhile.
+    with open(out, 'w') as out_f, open(err, 'w') as err_f:
+      procs.append(subprocess.Popen(
+          [sys.executable, '-m', 'launch.train',
+           '--config=launch/configs/smoke.py', f'--workdir={work}',
+           *[f'--config.{k}={v}' for k, v in OVERRIDES.items()],
+           f'--coordinator_address=localhost:{port}', '--num_processes=2',
+           f'--process_id={i}'],
+          cwd=conftest.REPO_ROOT, env=env, stdout=out_f, stderr=err_f))
+  try:
+    # The single-process reference runs while the two processes work.
+    full = loop.train_and_evaluate(train_test._smoke_config(**OVERRIDES),  # pylint: disable=protected-access
+                                   str(tmp_path / 'one'))
+    codes = [p.wait(timeout=300) for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  outs = [(out.read_text(), err.read_text()) for out, err in logs]
+  for code, (_, err) in zip(codes, outs):
+    assert code == 0, err[-3000:]
   assert '| sft | test |' in outs[0][0]
   assert '| sft | test |' not in outs[1][0]      # only process 0 reports
   results = json.loads((work / 'results.json').read_text())

@@ -15,6 +15,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests import conftest
 from tests import train_test
 from vstar_jax.train import loop
@@ -23,22 +25,46 @@ OVERRIDES = {'mesh.fsdp': True, 'mesh.fsdp_min_size': 256,
              'checkpoint.every_steps': 2}
 
 
-def _start(workdir: pathlib.Path) -> subprocess.Popen:
-  env = dict(os.environ, JAX_PLATFORMS='cpu')   # keeps XLA_FLAGS: 8 devices
-  flags = [f'--config.{k}={v}' for k, v in OVERRIDES.items()]
-  return subprocess.Popen(
-      [sys.executable, '-m', 'launch.train',
-       '--config=launch/configs/smoke.py', f'--workdir={workdir}', *flags],
-      cwd=conftest.REPO_ROOT, env=env, stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE, text=True)
+_STARTED = []
 
 
-def _wait_for(condition, proc: subprocess.Popen, timeout: float = 240.):
-  deadline = time.monotonic() + timeout
-  while not condition():
-    assert proc.poll() is None, proc.communicate()[1][-3000:]
-    assert time.monotonic() < deadline, 'timed out'
-    time.sleep(0.02)
+@pytest.fixture(autouse=True)
+def _kill_leftovers():
+  """A failed assertion must not leave a training process behind."""
+  yield
+  while _STARTED:
+    proc = _STARTED.pop()
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()
+
+
+class _Run:
+  """launch.train on the smoke config in a subprocess; output to files (a
+  full pipe would stall it while the test does other work)."""
+
+  def __init__(self, workdir: pathlib.Path, log: pathlib.Path):
+    env = dict(os.environ, JAX_PLATFORMS='cpu')   # keeps XLA_FLAGS: 8 devices
+    flags = [f'--config.{k}={v}' for k, v in OVERRIDES.items()]
+    self._out, self._err = log.with_suffix('.out'), log.with_suffix('.err')
+    with open(self._out, 'w') as out, open(self._err, 'w') as err:
+      self.proc = subprocess.Popen(
+          [sys.executable, '-m', 'launch.train',
+           '--config=launch/configs/smoke.py', f'--workdir={workdir}',
+           *flags], cwd=conftest.REPO_ROOT, env=env, stdout=out, stderr=err)
+    _STARTED.append(self.proc)
+
+  def wait(self, timeout: float = 300.) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr)."""
+    code = self.proc.wait(timeout=timeout)
+    return code, self._out.read_text(), self._err.read_text()
+
+  def wait_for(self, condition, timeout: float = 240.) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+      assert self.proc.poll() is None, self._err.read_text()[-3000:]
+      assert time.monotonic() < deadline, 'timed out'
+      time.sleep(0.02)
 
 
 def _steps(workdir: pathlib.Path) -> list[int]:
@@ -51,11 +77,11 @@ def _steps(workdir: pathlib.Path) -> list[int]:
 def test_sigterm_sigkill_and_corrupt_checkpoint_resume_exactly(tmp_path):
   work = tmp_path / 'run'
   # Preemption notice as soon as the run has started: handled after a step.
-  proc = _start(work)
-  _wait_for((work / 'config.json').exists, proc)
-  proc.send_signal(signal.SIGTERM)
-  _, err = proc.communicate(timeout=240)
-  assert proc.returncode == 75, err[-3000:]
+  run = _Run(work, tmp_path / 'sigterm')
+  run.wait_for((work / 'config.json').exists)
+  run.proc.send_signal(signal.SIGTERM)
+  code, _, err = run.wait()
+  assert code == 75, err[-3000:]
   saved = re.search(r'preemption notice \(SIGTERM\): checkpoint saved at '
                     r'step (\d+)', err)
   assert saved, err[-3000:]
@@ -64,11 +90,10 @@ def test_sigterm_sigkill_and_corrupt_checkpoint_resume_exactly(tmp_path):
   assert not (work / 'results.json').exists()
 
   # Resume; SIGKILL as soon as a newer checkpoint is complete.
-  proc = _start(work)
-  _wait_for(lambda: _steps(work)[-1] > preempted_at, proc)
-  proc.kill()
-  proc.communicate(timeout=60)
-  assert proc.returncode == -signal.SIGKILL
+  run = _Run(work, tmp_path / 'sigkill')
+  run.wait_for(lambda: _steps(work)[-1] > preempted_at)
+  run.proc.kill()
+  assert run.wait()[0] == -signal.SIGKILL
   assert not (work / 'results.json').exists()
 
   # Damage the newest checkpoint: the next run falls back to the previous.
@@ -77,16 +102,17 @@ def test_sigterm_sigkill_and_corrupt_checkpoint_resume_exactly(tmp_path):
   for f in step_dir.glob('state/**/d/*'):
     with open(f, 'r+b') as fh:
       fh.truncate(3)
-  proc = _start(work)
-  out, err = proc.communicate(timeout=300)
-  assert proc.returncode == 0, err[-3000:]
+  run = _Run(work, tmp_path / 'resume')
+  # The uninterrupted reference runs here while that run goes on.
+  config = train_test._smoke_config(**OVERRIDES)  # pylint: disable=protected-access
+  full = loop.train_and_evaluate(config, str(tmp_path / 'full'))
+  code, out, err = run.wait()
+  assert code == 0, err[-3000:]
   corrupt = [l for l in err.splitlines() if 'is corrupt' in l]
   assert len(corrupt) == 1 and f'latest/{newest} is corrupt' in corrupt[0]
   assert f'resuming from step {previous}' in corrupt[0]
   assert '| sft | test |' in out
 
-  config = train_test._smoke_config(**OVERRIDES)  # pylint: disable=protected-access
-  full = loop.train_and_evaluate(config, str(tmp_path / 'full'))
   results = json.loads((work / 'results.json').read_text())
   assert results['metrics'] == json.loads(json.dumps(full['metrics']))
   assert results['mesh'] == {'shape': {'data': 8, 'model': 1}, 'fsdp': True,

@@ -30,8 +30,8 @@ from vstar_jax.rl import item_embeddings
 from vstar_jax.rl import rewards as rewards_lib
 from vstar_jax.rl import rollout as rollout_lib
 from vstar_jax.rl import step as rl_step_lib
-from vstar_jax.train import recommender
 from vstar_jax.train import preemption
+from vstar_jax.train import recommender
 from vstar_jax.train import state as state_lib
 from vstar_jax.ved import search
 
