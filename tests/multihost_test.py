@@ -17,6 +17,11 @@ from tests import conftest
 from tests import train_test
 from vstar_jax.train import loop
 
+# pylint: disable=protected-access
+_losses = train_test._losses
+_smoke_config = train_test._smoke_config
+# pylint: enable=protected-access
+
 OVERRIDES = {'sft.num_steps': 2, 'sft.eval_every': 2, 'log_every': 1}
 
 
@@ -45,7 +50,7 @@ def test_two_processes_match_one(tmp_path):
           cwd=conftest.REPO_ROOT, env=env, stdout=out_f, stderr=err_f))
   try:
     # The single-process reference runs while the two processes work.
-    full = loop.train_and_evaluate(train_test._smoke_config(**OVERRIDES),  # pylint: disable=protected-access
+    full = loop.train_and_evaluate(_smoke_config(**OVERRIDES),
                                    str(tmp_path / 'one'))
     codes = [p.wait(timeout=300) for p in procs]
   finally:
@@ -68,7 +73,7 @@ def test_two_processes_match_one(tmp_path):
                                rtol=1e-6, atol=1e-6)
   rows = [json.loads(l) for l in open(work / 'metrics.jsonl')]
   assert [r['step'] for r in rows] == [1, 2, 2]  # written once, by process 0
-  two, one = (train_test._losses(w) for w in (work, tmp_path / 'one'))  # pylint: disable=protected-access
+  two, one = (_losses(w) for w in (work, tmp_path / 'one'))
   assert two.keys() == one.keys() and len(two) >= 10
   np.testing.assert_allclose([two[k] for k in one], list(one.values()),
                              rtol=1e-5)

@@ -21,6 +21,11 @@ from tests import conftest
 from tests import train_test
 from vstar_jax.train import loop
 
+# pylint: disable=protected-access
+_losses = train_test._losses
+_smoke_config = train_test._smoke_config
+# pylint: enable=protected-access
+
 OVERRIDES = {'mesh.fsdp': True, 'mesh.fsdp_min_size': 256,
              'checkpoint.every_steps': 2}
 
@@ -44,7 +49,12 @@ class _Run:
   full pipe would stall it while the test does other work)."""
 
   def __init__(self, workdir: pathlib.Path, log: pathlib.Path):
-    env = dict(os.environ, JAX_PLATFORMS='cpu')   # keeps XLA_FLAGS: 8 devices
+    # Keeps XLA_FLAGS (8 devices). The runs compile the same programs: a
+    # shared persistent compilation cache spares the later ones.
+    env = dict(os.environ, JAX_PLATFORMS='cpu',
+               JAX_COMPILATION_CACHE_DIR=str(log.parent / 'jax_cache'),
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
     flags = [f'--config.{k}={v}' for k, v in OVERRIDES.items()]
     self._out, self._err = log.with_suffix('.out'), log.with_suffix('.err')
     with open(self._out, 'w') as out, open(self._err, 'w') as err:
@@ -104,7 +114,7 @@ def test_sigterm_sigkill_and_corrupt_checkpoint_resume_exactly(tmp_path):
       fh.truncate(3)
   run = _Run(work, tmp_path / 'resume')
   # The uninterrupted reference runs here while that run goes on.
-  config = train_test._smoke_config(**OVERRIDES)  # pylint: disable=protected-access
+  config = _smoke_config(**OVERRIDES)
   full = loop.train_and_evaluate(config, str(tmp_path / 'full'))
   code, out, err = run.wait()
   assert code == 0, err[-3000:]
@@ -121,6 +131,16 @@ def test_sigterm_sigkill_and_corrupt_checkpoint_resume_exactly(tmp_path):
   log_every = config.log_every
   cut = {preempted_at, -(-preempted_at // log_every) * log_every}
   resumed, uninterrupted = (
-      {k: v for k, v in train_test._losses(w).items() if k[0] not in cut}  # pylint: disable=protected-access
+      {k: v for k, v in _losses(w).items() if k[0] not in cut}
       for w in (work, tmp_path / 'full'))
   assert len(resumed) >= 20 and resumed == uninterrupted
+
+  # The 8-device FSDP checkpoint re-evaluates on one device.
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  ev = subprocess.run([sys.executable, '-m', 'launch.evaluate',
+                       f'--workdir={work}'], cwd=conftest.REPO_ROOT,
+                      env=dict(env, JAX_PLATFORMS='cpu'), capture_output=True,
+                      text=True, timeout=300)
+  assert ev.returncode == 0, ev.stderr[-3000:]
+  again = json.loads((work / 'eval_sft_beam20.json').read_text())
+  assert again['metrics'] == results['metrics']['sft']

@@ -502,13 +502,18 @@ def restore_params(config: ml_collections.ConfigDict, model, workdir: str,
   """Best-on-validation parameters of a finished stage of a run.
 
   With a mesh they come back on their config.mesh shardings; without, on
-  the default device.
+  the first local device (whatever mesh or process count saved them).
   """
   like = jax.eval_shape(model.init, jax.random.key(0))
-  if mesh is not None:
-    like = jax.tree_util.tree_map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-        like, parallel.state_shardings(config, mesh, like))
+  if mesh is None:
+    shardings = jax.tree_util.tree_map(
+        lambda _: jax.sharding.SingleDeviceSharding(jax.local_devices()[0]),
+        like)
+  else:
+    shardings = parallel.state_shardings(config, mesh, like)
+  like = jax.tree_util.tree_map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), like,
+      shardings)
   if not os.path.isdir(os.path.join(workdir, 'checkpoints', stage, 'best')):
     raise experiment_lib.ConfigError(
         f'{workdir}: no best checkpoint for stage {stage!r}')
