@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 
+import jax
 import numpy as np
 
 from tests import conftest
@@ -22,7 +23,9 @@ _losses = train_test._losses
 _smoke_config = train_test._smoke_config
 # pylint: enable=protected-access
 
-OVERRIDES = {'sft.num_steps': 2, 'sft.eval_every': 2, 'log_every': 1}
+# One ranked-list length: the final evaluation reuses the compiled search.
+OVERRIDES = {'sft.num_steps': 2, 'sft.eval_every': 2, 'log_every': 1,
+             'eval.beam_width': 10}
 
 
 def _free_port() -> int:
@@ -39,6 +42,11 @@ def test_two_processes_match_one(tmp_path):
   logs = [(tmp_path / f'p{i}.out', tmp_path / f'p{i}.err') for i in range(2)]
   procs = []
   for i, (out, err) in enumerate(logs):
+    # A persistent compilation cache lets the final evaluation find the
+    # search compiled for the validation one.
+    env_i = dict(env, JAX_COMPILATION_CACHE_DIR=str(tmp_path / f'cache{i}'),
+                 JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+                 JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
     # Output to files: a full pipe would stall a process meanwhile.
     with open(out, 'w') as out_f, open(err, 'w') as err_f:
       procs.append(subprocess.Popen(
@@ -46,12 +54,17 @@ def test_two_processes_match_one(tmp_path):
            '--config=launch/configs/smoke.py', f'--workdir={work}',
            *[f'--config.{k}={v}' for k, v in OVERRIDES.items()],
            f'--coordinator_address=localhost:{port}', '--num_processes=2',
-           f'--process_id={i}'],
-          cwd=conftest.REPO_ROOT, env=env, stdout=out_f, stderr=err_f))
+           f'--process_id={i}', '--jax_disable_most_optimizations=true'],
+          cwd=conftest.REPO_ROOT, env=env_i, stdout=out_f, stderr=err_f))
   try:
-    # The single-process reference runs while the two processes work.
-    full = loop.train_and_evaluate(_smoke_config(**OVERRIDES),
-                                   str(tmp_path / 'one'))
+    # The single-process reference runs while the two processes work, with
+    # the same (fast-compiling) XLA settings.
+    jax.config.update('jax_disable_most_optimizations', True)
+    try:
+      full = loop.train_and_evaluate(_smoke_config(**OVERRIDES),
+                                     str(tmp_path / 'one'))
+    finally:
+      jax.config.update('jax_disable_most_optimizations', False)
     codes = [p.wait(timeout=300) for p in procs]
   finally:
     for p in procs:

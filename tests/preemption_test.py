@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 
+import jax
 import pytest
 
 from tests import conftest
@@ -30,6 +31,9 @@ OVERRIDES = {'mesh.fsdp': True, 'mesh.fsdp_min_size': 256,
              'checkpoint.every_steps': 2}
 
 
+# Every run, the in-process reference included, compiles with most XLA
+# optimizations off: compile time dominates these tiny runs.
+_FAST_COMPILE = '--jax_disable_most_optimizations=true'
 _STARTED = []
 
 
@@ -61,7 +65,8 @@ class _Run:
       self.proc = subprocess.Popen(
           [sys.executable, '-m', 'launch.train',
            '--config=launch/configs/smoke.py', f'--workdir={workdir}',
-           *flags], cwd=conftest.REPO_ROOT, env=env, stdout=out, stderr=err)
+           *flags, _FAST_COMPILE], cwd=conftest.REPO_ROOT, env=env,
+          stdout=out, stderr=err)
     _STARTED.append(self.proc)
 
   def wait(self, timeout: float = 300.) -> tuple[int, str, str]:
@@ -115,7 +120,11 @@ def test_sigterm_sigkill_and_corrupt_checkpoint_resume_exactly(tmp_path):
   run = _Run(work, tmp_path / 'resume')
   # The uninterrupted reference runs here while that run goes on.
   config = _smoke_config(**OVERRIDES)
-  full = loop.train_and_evaluate(config, str(tmp_path / 'full'))
+  jax.config.update('jax_disable_most_optimizations', True)
+  try:
+    full = loop.train_and_evaluate(config, str(tmp_path / 'full'))
+  finally:
+    jax.config.update('jax_disable_most_optimizations', False)
   code, out, err = run.wait()
   assert code == 0, err[-3000:]
   corrupt = [l for l in err.splitlines() if 'is corrupt' in l]
@@ -138,7 +147,8 @@ def test_sigterm_sigkill_and_corrupt_checkpoint_resume_exactly(tmp_path):
   # The 8-device FSDP checkpoint re-evaluates on one device.
   env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
   ev = subprocess.run([sys.executable, '-m', 'launch.evaluate',
-                       f'--workdir={work}'], cwd=conftest.REPO_ROOT,
+                       f'--workdir={work}', _FAST_COMPILE],
+                      cwd=conftest.REPO_ROOT,
                       env=dict(env, JAX_PLATFORMS='cpu'), capture_output=True,
                       text=True, timeout=300)
   assert ev.returncode == 0, ev.stderr[-3000:]
