@@ -35,6 +35,7 @@ def _free_port() -> int:
 
 
 def test_two_processes_match_one(tmp_path):
+  assert jax.device_count() == 8     # the reference: one process, 8 devices
   work = tmp_path / 'two'
   env = dict(os.environ, JAX_PLATFORMS='cpu',
              XLA_FLAGS='--xla_force_host_platform_device_count=4')

@@ -53,9 +53,10 @@ class _Run:
   full pipe would stall it while the test does other work)."""
 
   def __init__(self, workdir: pathlib.Path, log: pathlib.Path):
-    # Keeps XLA_FLAGS (8 devices). The runs compile the same programs: a
-    # shared persistent compilation cache spares the later ones.
+    # 8 devices, as in this process (conftest). The runs compile the same
+    # programs: a shared persistent compilation cache spares the later ones.
     env = dict(os.environ, JAX_PLATFORMS='cpu',
+               XLA_FLAGS='--xla_force_host_platform_device_count=8',
                JAX_COMPILATION_CACHE_DIR=str(log.parent / 'jax_cache'),
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
                JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
@@ -90,6 +91,7 @@ def _steps(workdir: pathlib.Path) -> list[int]:
 
 
 def test_sigterm_sigkill_and_corrupt_checkpoint_resume_exactly(tmp_path):
+  assert jax.device_count() == 8     # the reference runs on the same mesh
   work = tmp_path / 'run'
   # Preemption notice as soon as the run has started: handled after a step.
   run = _Run(work, tmp_path / 'sigterm')
