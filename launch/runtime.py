@@ -1,9 +1,11 @@
 """What every vstar_jax binary does around its main function."""
 import logging as py_logging
+import os
 import sys
-from typing import Callable
+from typing import Any, Callable, Optional
 
 from absl import logging
+import jax
 
 from vstar_jax import experiment
 
@@ -16,11 +18,34 @@ class _DropThirdParty(py_logging.Filter):
         '/orbax/' not in record.pathname)
 
 
-def run_main(name: str, fn: Callable[[], None]) -> None:
-  """Runs fn; input errors become one line on stderr and exit code 1."""
+def run_main(name: str, fn: Callable[[], Any]) -> Any:
+  """Returns fn(); input errors become one line on stderr and exit code 1."""
   logging.get_absl_handler().addFilter(_DropThirdParty())
   try:
-    fn()
+    return fn()
   except experiment.errors_to_catch() as e:
     print(f'{name}: error: {e}', file=sys.stderr)
     sys.exit(1)
+
+
+def init_distributed(detect: bool, *, coordinator_address: Optional[str],
+                     num_processes: Optional[int],
+                     process_id: Optional[int]) -> None:
+  """jax.distributed.initialize() when this is one of several processes.
+
+  Explicit flags win; `detect` (or JAX_COORDINATOR_ADDRESS in the
+  environment) lets JAX read the rest from the cluster. Must run before any
+  other JAX call touches the devices.
+  """
+  explicit = (coordinator_address, num_processes, process_id)
+  if all(v is None for v in explicit) and not (
+      detect or os.environ.get('JAX_COORDINATOR_ADDRESS')):
+    return
+  if num_processes == 1:
+    return
+  jax.distributed.initialize(coordinator_address=coordinator_address,
+                             num_processes=num_processes,
+                             process_id=process_id)
+  logging.info('Process %d of %d; %d local / %d global devices.',
+               jax.process_index(), jax.process_count(),
+               jax.local_device_count(), jax.device_count())

@@ -4,17 +4,38 @@
 position (data iterator, best-so-far, early-stopping counter), so a resumed
 run replays exactly. `best/` holds the parameters with the best validation
 metric. Every process calls save/restore (orbax coordinates multi-host).
+
+Orbax writes a step into a temporary directory and renames it when complete,
+so a run killed mid-save leaves no half-written step behind. A complete step
+whose files were later damaged fails to restore: the previous step is used
+and the damaged ones are moved to `corrupt/` beside `latest/`.
 """
 import os
+import shutil
+import uuid
 from typing import Any, Optional
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
+
+from vstar_jax.data import files
+
+
+class CheckpointError(files.DataError):
+  """No checkpoint of a directory can be restored; one line."""
 
 
 def _abstract(tree):
   return jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+def _brief(error: Exception) -> str:
+  """First line of an error, without tensorstore's spec dump, <= 200 chars."""
+  text = f'{type(error).__name__}: {error}'.splitlines()[0]
+  text = text.split(' [tensorstore_spec')[0]
+  return text if len(text) <= 200 else text[:197] + '...'
 
 
 class Checkpointer:
@@ -23,6 +44,7 @@ class Checkpointer:
   def __init__(self, directory: str, *, keep: int = 2):
     """`directory` e.g. WORKDIR/checkpoints/sft; holds latest/ and best/."""
     directory = os.path.abspath(directory)
+    self.directory = directory
     self.latest = ocp.CheckpointManager(
         os.path.join(directory, 'latest'),
         options=ocp.CheckpointManagerOptions(
@@ -39,15 +61,50 @@ class Checkpointer:
     self.latest.wait_until_finished()
 
   def restore_latest(self, like_state: Any) -> Optional[tuple[Any, dict]]:
-    """(state, meta) of the newest checkpoint, or None when there is none."""
-    step = self.latest.latest_step()
-    if step is None:
-      return None
-    restored = self.latest.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(_abstract(like_state)),
-        meta=ocp.args.JsonRestore()))
-    logging.info('Restored checkpoint at step %d', step)
-    return restored.state, restored.meta
+    """(state, meta) of the newest readable checkpoint; None if there is none.
+
+    Raises:
+      CheckpointError: there are checkpoints but none restores (nothing is
+        moved then: a changed config is likelier than N damaged steps).
+    """
+    steps = sorted(self.latest.all_steps(), reverse=True)
+    failed = []
+    for step in steps:
+      try:
+        restored = self.latest.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(_abstract(like_state)),
+            meta=ocp.args.JsonRestore()))
+      # Damaged bytes surface as many types (tensorstore, JSON, OS, value
+      # errors); every one means "not this step".
+      except Exception as e:  # pylint: disable=broad-exception-caught
+        failed.append((step, _brief(e)))
+        continue
+      if failed:
+        self._quarantine(failed, step)
+      logging.info('Restored checkpoint at step %d', step)
+      return restored.state, restored.meta
+    if failed:
+      step, error = failed[0]
+      raise CheckpointError(
+          f'{self.latest.directory}: none of the {len(steps)} checkpoints '
+          f'restores (step {step}: {error})')
+    return None
+
+  def _quarantine(self, failed: list[tuple[int, str]], used: int) -> None:
+    """Moves unreadable steps aside so they are neither reused nor kept."""
+    corrupt_dir = os.path.join(self.directory, 'corrupt')
+    for step, error in failed:
+      logging.warning(
+          'Checkpoint %s/%d is corrupt (%s); moved to %s, resuming from step '
+          '%d.', self.latest.directory, step, error, corrupt_dir, used)
+    if jax.process_index() == 0:
+      os.makedirs(corrupt_dir, exist_ok=True)
+      for step, _ in failed:
+        shutil.move(os.path.join(str(self.latest.directory), str(step)),
+                    os.path.join(corrupt_dir, f'{step}-{uuid.uuid4().hex[:8]}'))
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices('vstar_checkpoint_quarantine')
+    self.latest.reload()
 
   def save_best(self, step: int, params: Any, meta: dict) -> None:
     self.best.save(step, args=ocp.args.Composite(

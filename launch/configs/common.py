@@ -126,6 +126,16 @@ def base_config() -> ml_collections.ConfigDict:
   config.eval.batch_size = 256
   config.eval.head_fraction = 0.2          # long tail = outside the top 20%
 
+  # Device mesh (vstar_jax/parallel.py): batches split over `data` (-1: all
+  # devices that `model` leaves); `model` is reserved for tensor parallelism
+  # (its devices hold replicas). fsdp: split each parameter (and its
+  # optimizer moments) of >= fsdp_min_size elements over `data`.
+  config.mesh = ml_collections.ConfigDict()
+  config.mesh.data = -1
+  config.mesh.model = 1
+  config.mesh.fsdp = False
+  config.mesh.fsdp_min_size = 2 ** 14
+
   config.checkpoint = ml_collections.ConfigDict()
   config.checkpoint.every_steps = 500
   config.checkpoint.keep = 2

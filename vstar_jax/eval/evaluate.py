@@ -10,6 +10,7 @@ from typing import Callable, Optional, Sequence
 import jax
 import numpy as np
 
+from vstar_jax import parallel
 from vstar_jax.decoding import beam
 from vstar_jax.eval import ranking
 
@@ -27,9 +28,14 @@ def make_rank_fn(net, *, beam_width: int, constrained: bool = True
 
 
 def rank_all(rank_fn: Callable, params, trie, history: np.ndarray,
-             history_mask: np.ndarray, *, batch_size: int
+             history_mask: np.ndarray, *, batch_size: int,
+             input_sharding: Optional[jax.sharding.Sharding] = None
              ) -> tuple[np.ndarray, np.ndarray]:
-  """Ranked items and scores for every row. -> ([M, K] int, [M, K] float)."""
+  """Ranked items and scores for every row. -> ([M, K] int, [M, K] float).
+
+  With `input_sharding`, each batch becomes a global array of that sharding
+  (every process holds all rows; rank_fn must return replicated results).
+  """
   num = len(history)
   items, scores = [], []
   for start in range(0, num, batch_size):
@@ -39,7 +45,10 @@ def rank_all(rank_fn: Callable, params, trie, history: np.ndarray,
     if pad:
       h = np.concatenate([h, np.zeros((pad,) + h.shape[1:], h.dtype)])
       m = np.concatenate([m, np.zeros((pad,) + m.shape[1:], bool)])
-    h, m = jax.device_put((h, m))
+    if input_sharding is None:
+      h, m = jax.device_put((h, m))
+    else:
+      h, m = parallel.host_to_global((h, m), input_sharding)
     with jax.transfer_guard('disallow'):
       res = rank_fn(params, trie, h, m)
     items.append(res.items)
@@ -54,7 +63,8 @@ def evaluate(rank_fn: Callable, params, trie, history: np.ndarray,
              batch_size: int, list_len: int,
              item_codes: Optional[np.ndarray],
              long_tail_mask: Optional[np.ndarray] = None,
-             cutoffs: Sequence[int] = ranking.DEFAULT_CUTOFFS
+             cutoffs: Sequence[int] = ranking.DEFAULT_CUTOFFS,
+             input_sharding: Optional[jax.sharding.Sharding] = None
              ) -> dict[str, float]:
   """HR/NDCG@cutoffs (+ diversity) over the rows given.
 
@@ -68,9 +78,10 @@ def evaluate(rank_fn: Callable, params, trie, history: np.ndarray,
     item_codes: [N, L] SIDs, for prefix diversity (None: not measured).
     long_tail_mask: [N] bool; when given, diversity metrics are added.
     cutoffs: HR/NDCG cut-offs.
+    input_sharding: see rank_all.
   """
   items, _ = rank_all(rank_fn, params, trie, history, history_mask,
-                      batch_size=batch_size)
+                      batch_size=batch_size, input_sharding=input_sharding)
   metrics = ranking.hit_ndcg(ranking.target_ranks(items, targets), list_len,
                              [k for k in cutoffs if k <= list_len])
   if long_tail_mask is not None:

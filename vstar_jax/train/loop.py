@@ -5,6 +5,7 @@ sync in the hot loop); checkpoints hold the TrainState plus the data position,
 best-so-far and early-stopping counters, so a resumed run replays the
 uninterrupted one exactly (per-step keys are fold_in(base_key, step)).
 """
+import dataclasses
 import os
 import subprocess
 import time
@@ -19,6 +20,7 @@ import numpy as np
 from vstar_jax import checkpointing
 from vstar_jax import experiment as experiment_lib
 from vstar_jax import metrics_writer
+from vstar_jax import parallel
 from vstar_jax.data import files
 from vstar_jax.data import pipeline
 from vstar_jax.eval import evaluate as evaluate_lib
@@ -28,6 +30,7 @@ from vstar_jax.rl import item_embeddings
 from vstar_jax.rl import rewards as rewards_lib
 from vstar_jax.rl import rollout as rollout_lib
 from vstar_jax.rl import step as rl_step_lib
+from vstar_jax.train import preemption
 from vstar_jax.train import recommender
 from vstar_jax.train import state as state_lib
 from vstar_jax.ved import search
@@ -57,13 +60,57 @@ def git_commit() -> str:
 
 def evaluate_split(rank_fn, params, exp: experiment_lib.Experiment,
                    examples, *, batch_size: int, beam_width: int,
-                   diversity: bool = True) -> dict[str, float]:
+                   diversity: bool = True,
+                   mesh: jax.sharding.Mesh | None = None) -> dict[str, float]:
+  """Metrics of one split; with a mesh, users are split over 'data'."""
   return evaluate_lib.evaluate(
       rank_fn, params, exp.trie, examples.history, examples.history_mask,
       examples.target, batch_size=batch_size, list_len=beam_width,
       item_codes=exp.codes,
       long_tail_mask=exp.long_tail if diversity else None,
-      cutoffs=REPORT_CUTOFFS)
+      cutoffs=REPORT_CUTOFFS,
+      input_sharding=None if mesh is None else parallel.batch_sharding(mesh))
+
+
+def jit_rank_fn(model, list_len: int, mesh: jax.sharding.Mesh | None,
+                params_sharding=None):
+  """rank(params, trie, history, history_mask) jitted for the mesh.
+
+  Users are split over 'data' and the [B, K] lists come back replicated, so
+  every process can read them. Without a mesh: a plain jit (launch.evaluate).
+  """
+  rank = model.make_rank_fn(list_len)
+  if mesh is None:
+    return jax.jit(rank)
+  batch, repl = parallel.batch_sharding(mesh), parallel.replicated(mesh)
+  return jax.jit(rank, in_shardings=(params_sharding, repl, batch, batch),
+                 out_shardings=repl)
+
+
+def jit_sft_step(train_step, mesh: jax.sharding.Mesh, state_sharding):
+  """train_step(state, batch, trie, base_key) with explicit shardings."""
+  repl = parallel.replicated(mesh)
+  return jax.jit(
+      train_step,
+      # state, batch split over 'data', trie and key replicated.
+      in_shardings=(state_sharding, parallel.batch_sharding(mesh), repl,
+                    repl),
+      out_shardings=(state_sharding, repl),   # state, scalar metrics
+      donate_argnums=0)
+
+
+def jit_rl_step(rl_step, mesh: jax.sharding.Mesh, state_sharding):
+  """rl_step(state, ref_params, batch, trie, item_emb, base_key), sharded.
+
+  The reference parameters are sharded like the state's parameters.
+  """
+  repl = parallel.replicated(mesh)
+  return jax.jit(
+      rl_step,
+      in_shardings=(state_sharding, state_sharding.params,
+                    parallel.batch_sharding(mesh), repl, repl, repl),
+      out_shardings=(state_sharding, repl),
+      donate_argnums=0)
 
 
 class _Throughput:
@@ -106,14 +153,17 @@ def _stage_iterator(config, exp, batch_size: int, name: str):
 
 
 def _run_stage(name: str, config, exp, model, writer, workdir: str, *,
-               state, frozen, step, iterator, total_steps: int,
-               eval_every: int, patience: int, batch_size: int):
+               mesh, state, state_sharding, frozen, step, iterator,
+               total_steps: int, eval_every: int, patience: int,
+               batch_size: int):
   """The host loop shared by every training stage.
 
   Args:
     name: stage name (checkpoint subdirectory and metric prefix).
     config, exp, model, writer, workdir: the run.
+    mesh: the device mesh (batches are split over its 'data' axis).
     state: initial TrainState (replaced by the latest checkpoint if any).
+    state_sharding: the state's shardings (pytree of NamedSharding).
     frozen: pytree saved with the state and passed to `step` unchanged
       (e.g. the RL reference policy).
     step: jitted step(state, frozen, batch) -> (state, metrics dict).
@@ -125,7 +175,9 @@ def _run_stage(name: str, config, exp, model, writer, workdir: str, *,
     batch_size: for throughput logs.
 
   Returns:
-    (best params or None if stopped early on purpose, summary dict).
+    (best params or None if stopped early on purpose, summary dict). A
+    preemption notice (SIGTERM) checkpoints the current step and returns
+    (None, {..., 'preempted': True}).
   """
   ckpt = checkpointing.Checkpointer(
       os.path.join(workdir, 'checkpoints', name), keep=config.checkpoint.keep)
@@ -137,7 +189,8 @@ def _run_stage(name: str, config, exp, model, writer, workdir: str, *,
     state, frozen = tree['state'], tree['frozen']
     iterator.restore(meta['data'])
   start_step = int(jax.device_get(state.step))
-  rank_fn = jax.jit(model.make_rank_fn(config.eval.valid_beam))
+  rank_fn = jit_rank_fn(model, config.eval.valid_beam, mesh,
+                        state_sharding.params)
   valid_subset = experiment_lib.fixed_subset(
       exp.split.valid, config.eval.valid_subset, config.seed)
 
@@ -152,8 +205,9 @@ def _run_stage(name: str, config, exp, model, writer, workdir: str, *,
   t_start = time.perf_counter() - meta['train_time_s']
   stop_at = (start_step + config.stop_after_steps
              if config.stop_after_steps > 0 else total_steps)
+  preempted = False
   while step_num < min(total_steps, stop_at) and not meta['stopped']:
-    batch = jax.device_put(next(iterator))
+    batch = parallel.global_batch(next(iterator), mesh)
     with jax.transfer_guard('disallow'):   # the hot loop: no implicit copies
       state, metrics = step(state, frozen, batch)
     pending.append(metrics)
@@ -167,7 +221,8 @@ def _run_stage(name: str, config, exp, model, writer, workdir: str, *,
     if step_num % eval_every == 0 or step_num == total_steps:
       m = evaluate_split(rank_fn, state.params, exp, valid_subset,
                          batch_size=config.eval.batch_size,
-                         beam_width=config.eval.valid_beam, diversity=False)
+                         beam_width=config.eval.valid_beam, diversity=False,
+                         mesh=mesh)
       ndcg = m['ndcg@10']
       writer.write_scalars(step_num, {'ndcg@10': ndcg, 'hr@10': m['hr@10']},
                            prefix=f'{name}/valid_subset/')
@@ -186,9 +241,20 @@ def _run_stage(name: str, config, exp, model, writer, workdir: str, *,
         step_num < total_steps):
       meta['train_time_s'] = time.perf_counter() - t_start
       save(step_num)
+    if preemption.reached(step_num) and step_num < total_steps:
+      preempted = True
+      break
+  if preempted and pending:    # a partial log window: written, not lost
+    writer.write_scalars(step_num, _mean_metrics(pending), prefix=f'{name}/')
   meta['train_time_s'] = time.perf_counter() - t_start
   save(step_num)
   writer.flush()
+  if preempted:
+    logging.warning('%s: preemption notice (SIGTERM): checkpoint saved at '
+                    'step %d; rerun the same command to resume.', name,
+                    step_num)
+    ckpt.close()
+    return None, {'steps': step_num, 'interrupted': True, 'preempted': True}
   if step_num < total_steps and not meta['stopped']:
     logging.info('Stopped after %d steps (config.stop_after_steps); rerun '
                  'the same command to resume.', step_num - start_step)
@@ -207,7 +273,8 @@ def _run_stage(name: str, config, exp, model, writer, workdir: str, *,
 
 
 def run_sft(config: ml_collections.ConfigDict, exp, model, keys, writer,
-            workdir: str) -> tuple[Any, dict[str, Any]]:
+            workdir: str, mesh: jax.sharding.Mesh
+            ) -> tuple[Any, dict[str, Any]]:
   """Trains the model by SFT; returns (best params, stage summary)."""
   c = config.sft
   iterator = _stage_iterator(config, exp, c.batch_size, 'sft')
@@ -217,17 +284,25 @@ def run_sft(config: ml_collections.ConfigDict, exp, model, keys, writer,
       learning_rate=c.learning_rate, total_steps=total_steps,
       warmup_steps=c.warmup_steps, weight_decay=c.weight_decay,
       grad_clip=c.grad_clip)
-  params = jax.jit(model.init)(keys['init'])
+  # Parameters and optimizer state are born on their shardings.
+  state, state_sharding = parallel.create_sharded(
+      lambda key: state_lib.TrainState.create(model.init(key), tx),
+      lambda abstract: parallel.state_shardings(config, mesh, abstract),
+      keys['init'])
   logging.info('%s model parameters: %d', model.kind,
-               policy.num_params(params))
-  step_fn = jax.jit(model.train_step, donate_argnums=0)
-  trie, dropout_key = exp.trie, keys['dropout']
+               policy.num_params(state.params))
+  step_fn = jit_sft_step(model.train_step, mesh, state_sharding)
+  trie, dropout_key = exp.trie, _replicate(keys['dropout'], mesh)
   return _run_stage(
-      'sft', config, exp, model, writer, workdir,
-      state=state_lib.TrainState.create(params, tx), frozen={},
+      'sft', config, exp, model, writer, workdir, mesh=mesh,
+      state=state, state_sharding=state_sharding, frozen={},
       step=lambda state, _, batch: step_fn(state, batch, trie, dropout_key),
       iterator=iterator, total_steps=total_steps, eval_every=c.eval_every,
       patience=c.early_stop_patience, batch_size=c.batch_size)
+
+
+def _replicate(tree, mesh: jax.sharding.Mesh):
+  return parallel.host_to_global(tree, parallel.replicated(mesh))
 
 
 def rollout_config(config, num_levels: int) -> rollout_lib.RolloutConfig:
@@ -267,7 +342,8 @@ def rl_objective_config(config, num_levels: int) -> rl_step_lib.RLConfig:
 
 
 def run_rl(config: ml_collections.ConfigDict, exp, model, keys, writer,
-           workdir: str, init_params) -> tuple[Any, dict[str, Any]]:
+           workdir: str, mesh: jax.sharding.Mesh, init_params
+           ) -> tuple[Any, dict[str, Any]]:
   """V-STAR RL from `init_params` (the frozen reference is a copy)."""
   if model.net is None:
     raise experiment_lib.ConfigError(
@@ -283,38 +359,50 @@ def run_rl(config: ml_collections.ConfigDict, exp, model, keys, writer,
       value_warmup_steps=c.value_warmup_steps, weight_decay=c.weight_decay,
       grad_clip=c.grad_clip, param_labels=rl_step_lib.value_param_label)
   num_levels = exp.num_levels
-  step_fn = jax.jit(rl_step_lib.make_rl_step(
+  # A copy: the state's buffers are donated every step.
+  reference = jax.tree_util.tree_map(jnp.copy, init_params)
+  state, state_sharding = parallel.create_sharded(
+      lambda params: state_lib.TrainState.create(params, tx),
+      lambda abstract: parallel.state_shardings(config, mesh, abstract),
+      init_params)
+  reference = jax.device_put(reference, state_sharding.params)
+  step_fn = jit_rl_step(rl_step_lib.make_rl_step(
       model.net, rollout_config(config, num_levels),
-      rl_objective_config(config, num_levels)), donate_argnums=0)
-  item_emb = jax.device_put(item_embeddings.load_item_embeddings(
-      c.item_embeddings, exp.dataset, config.embedding_cache_dir))
-  trie, rollout_key = exp.trie, keys['rollout']
+      rl_objective_config(config, num_levels)), mesh, state_sharding)
+  item_emb = _replicate(item_embeddings.load_item_embeddings(
+      c.item_embeddings, exp.dataset, config.embedding_cache_dir), mesh)
+  trie, rollout_key = exp.trie, _replicate(keys['rollout'], mesh)
   return _run_stage(
-      'rl', config, exp, model, writer, workdir,
-      state=state_lib.TrainState.create(init_params, tx),
-      # A copy: the state's buffers are donated every step.
-      frozen={'reference': jax.tree_util.tree_map(jnp.copy, init_params)},
+      'rl', config, exp, model, writer, workdir, mesh=mesh,
+      state=state, state_sharding=state_sharding,
+      frozen={'reference': reference},
       step=lambda state, frozen, batch: step_fn(
           state, frozen['reference'], batch, trie, item_emb, rollout_key),
       iterator=iterator, total_steps=total_steps, eval_every=c.eval_every,
       patience=c.early_stop_patience, batch_size=c.batch_size)
 
 
-def final_evaluation(config, exp, model, params):
+def final_evaluation(config, exp, model, params,
+                     mesh: jax.sharding.Mesh | None = None):
   """Full valid and test evaluation at the reporting beam width.
+
+  With a mesh, `params` must be global arrays on it and exp.trie replicated
+  on it (train_and_evaluate); without, everything sits on one device.
 
   Returns:
     (metrics {split: {name: value}}, seconds {split: wall time}).
   """
   beam_width = config.eval.beam_width
-  rank_fn = jax.jit(model.make_rank_fn(beam_width))
+  rank_fn = jit_rank_fn(
+      model, beam_width, mesh, None if mesh is None else
+      jax.tree_util.tree_map(lambda x: x.sharding, params))
   metrics, seconds = {}, {}
   for name in ('valid', 'test'):
     examples = getattr(exp.split, name)
     start = time.perf_counter()
     metrics[name] = evaluate_split(rank_fn, params, exp, examples,
                                    batch_size=config.eval.batch_size,
-                                   beam_width=beam_width)
+                                   beam_width=beam_width, mesh=mesh)
     seconds[name] = time.perf_counter() - start
   return metrics, seconds
 
@@ -338,14 +426,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   """Runs the configured stages, evaluates, writes WORKDIR/results.json."""
   start = time.perf_counter()
   os.makedirs(workdir, exist_ok=True)
+  mesh = parallel.make_mesh(config)
+  stages = tuple(s.strip() for s in config.stages.split(',') if s.strip())
+  for stage in ('sft', 'rl'):
+    if stage in stages:
+      parallel.check_batch_size(mesh, config[stage].batch_size,
+                                f'{stage}.batch_size')
+  parallel.check_batch_size(mesh, config.eval.batch_size, 'eval.batch_size')
   exp = experiment_lib.load_experiment(config, workdir)
+  if exp.trie is not None:    # every jitted function takes it replicated
+    exp = dataclasses.replace(exp, trie=_replicate(exp.trie, mesh))
   if jax.process_index() == 0:      # launch.evaluate/recommend rebuild from it
     files.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
   model = recommender.from_config(config, exp)
   keys = run_keys(config.seed)
   is_main = jax.process_index() == 0
   writer = metrics_writer.MetricWriter(workdir, enabled=is_main)
-  stages = tuple(s.strip() for s in config.stages.split(',') if s.strip())
   unknown = set(stages) - {'sft', 'rl'}
   if unknown or not stages:
     raise experiment_lib.ConfigError(
@@ -361,31 +457,35 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
                   'num_levels': exp.num_levels},
       'eval': {'beam_width': config.eval.beam_width,
                'ranking': model.ranking},
+      'mesh': {'shape': dict(mesh.shape),
+               'fsdp': parallel.mesh_config(config).fsdp,
+               'processes': jax.process_count()},
       'stages': {}, 'metrics': {}, 'timings': {}}
   params = None
   if 'sft' in stages:
-    params, summary = run_sft(config, exp, model, keys, writer, workdir)
+    params, summary = run_sft(config, exp, model, keys, writer, workdir,
+                              mesh)
     results['stages']['sft'] = summary
     if params is None:            # stopped early on purpose: resume later
       writer.close()
       return results
     results['metrics']['sft'], results['timings']['sft_eval_s'] = (
-        final_evaluation(config, exp, model, params))
+        final_evaluation(config, exp, model, params, mesh))
   if 'rl' in stages:
     if params is None:
       if not config.init_from:
         raise experiment_lib.ConfigError(
             'config.stages has rl without sft: set config.init_from to a '
             'run directory with an SFT checkpoint')
-      params = restore_params(config, model, config.init_from, 'sft')
+      params = restore_params(config, model, config.init_from, 'sft', mesh)
     params, summary = run_rl(config, exp, model, keys, writer, workdir,
-                             params)
+                             mesh, params)
     results['stages']['rl'] = summary
     if params is None:
       writer.close()
       return results
     results['metrics']['rl'], results['timings']['rl_eval_s'] = (
-        final_evaluation(config, exp, model, params))
+        final_evaluation(config, exp, model, params, mesh))
   results['timings']['wall_s'] = time.perf_counter() - start
   results['device'] = str(jax.devices()[0].device_kind)
   writer.close()
@@ -398,9 +498,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
 
 
 def restore_params(config: ml_collections.ConfigDict, model, workdir: str,
-                   stage: str):
-  """Best-on-validation parameters of a finished stage of a run."""
+                   stage: str, mesh: jax.sharding.Mesh | None = None):
+  """Best-on-validation parameters of a finished stage of a run.
+
+  With a mesh they come back on their config.mesh shardings; without, on
+  the first local device (whatever mesh or process count saved them).
+  """
   like = jax.eval_shape(model.init, jax.random.key(0))
+  if mesh is None:
+    shardings = jax.tree_util.tree_map(
+        lambda _: jax.sharding.SingleDeviceSharding(jax.local_devices()[0]),
+        like)
+  else:
+    shardings = parallel.state_shardings(config, mesh, like)
+  like = jax.tree_util.tree_map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), like,
+      shardings)
   if not os.path.isdir(os.path.join(workdir, 'checkpoints', stage, 'best')):
     raise experiment_lib.ConfigError(
         f'{workdir}: no best checkpoint for stage {stage!r}')
