@@ -24,5 +24,7 @@ def get_config():
   config.log_every = 86
   config.eval.valid_subset = 0             # all 671 users
   config.rl.num_steps = 150
+  # Selected on Scientific validation (WORKSPACE.md, "RL: learning rate").
+  config.rl.learning_rate = 3e-5
   config.rl.eval_every = 50
   return config
