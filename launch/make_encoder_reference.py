@@ -17,6 +17,7 @@ template (12 with the default config, among them one without description and
 one without brand; 4 with the whole description, each over max_seq_length
 tokens so truncation is exercised) and 8 MovieLens titles (two non-ASCII).
 """
+import hashlib
 import pathlib
 import sys
 
@@ -55,8 +56,12 @@ def _evenly_spaced(ids: list[str], count: int) -> list[str]:
   return [ids[i * len(ids) // count] for i in range(count)]
 
 
-def _select_texts(data_dir: pathlib.Path) -> list[tuple[str, str]]:
-  """(source, text) pairs, in the order written to the JSON."""
+def select_texts(data_dir: pathlib.Path) -> list[tuple[str, str]]:
+  """(source, text) pairs, in the order written to the JSON.
+
+  The JSON keeps only a hash of each text: the Amazon texts must not be
+  copied into the repository, so tests rebuild them from ../shared/data.
+  """
   path = data_dir / 'amazon_scientific' / 'Scientific.item.json.gz'
   sci = _read_items(path)
   ids = sorted(sci, key=int)
@@ -87,12 +92,16 @@ def _select_texts(data_dir: pathlib.Path) -> list[tuple[str, str]]:
   return out
 
 
+def text_sha256(text: str) -> str:
+  return hashlib.sha256(text.encode('utf-8')).hexdigest()
+
+
 def _run() -> None:
   # Imported here so --help works without the heavy dependencies.
   import sentence_transformers  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
 
-  sources_texts = _select_texts(pathlib.Path(_DATA_DIR.value))
+  sources_texts = select_texts(pathlib.Path(_DATA_DIR.value))
   texts = [text for _, text in sources_texts]
   model = sentence_transformers.SentenceTransformer(
       _MODEL_DIR.value, device='cpu')
@@ -113,7 +122,7 @@ def _run() -> None:
       'max_seq_length': max_seq_length,
       'entries': [{
           'source': source,
-          'text': text,
+          'text_sha256': text_sha256(text),
           'num_tokens_untruncated': len(ids),
           'vector': [float(f'{x:.7g}') for x in vector.tolist()],
       } for (source, text), ids, vector in zip(sources_texts, untruncated,

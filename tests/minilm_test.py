@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import safetensors.numpy
 
+from launch import make_encoder_reference
 from vstar_jax.text import embed
 from vstar_jax.text import minilm
 
@@ -26,8 +27,19 @@ def reference():
 
 
 @pytest.fixture(scope='module')
-def ours(reference):
-  texts = [e['text'] for e in reference['entries']]
+def texts(reference, shared_data):
+  """The reference texts, rebuilt from ../shared/data (never copied here)."""
+  sources_texts = make_encoder_reference.select_texts(shared_data)
+  entries = reference['entries']
+  assert [s for s, _ in sources_texts] == [e['source'] for e in entries]
+  for (source, text), entry in zip(sources_texts, entries):
+    assert make_encoder_reference.text_sha256(text) == entry['text_sha256'], (
+        source)
+  return [text for _, text in sources_texts]
+
+
+@pytest.fixture(scope='module')
+def ours(texts):
   return embed.embed_texts(texts)
 
 
@@ -39,10 +51,10 @@ def test_reference_covers_truncation(reference):
   assert num_long >= 4
 
 
-def test_tokenizer_matches_sentence_transformers_lengths(reference):
+def test_tokenizer_matches_sentence_transformers_lengths(reference, texts):
   encoder = embed.get_encoder()
   assert encoder.model.config.max_seq_length == reference['max_seq_length']
-  ids = encoder.token_ids([e['text'] for e in reference['entries']])
+  ids = encoder.token_ids(texts)
   for entry, token_ids in zip(reference['entries'], ids):
     want = min(entry['num_tokens_untruncated'], reference['max_seq_length'])
     assert len(token_ids) == want, entry['source']

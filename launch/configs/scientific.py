@@ -18,8 +18,9 @@ def get_config(size: str = 'cpu'):
   common.set_model_size(config, size)
   config.data.dir = '../shared/data/amazon_scientific'
   config.data.name = 'Scientific'
-  # SIDs from our tokenizer (python -m launch.build_sids, see WORKSPACE.md).
-  config.data.index = 'results/sids/scientific/Scientific.index.json.gz'
+  # SIDs from our tokenizer (config.sid), built in the run (WORKDIR/sids/);
+  # the index is Amazon-derived, so it is not committed.
+  config.data.index = None
   config.sft.num_epochs = 60
   config.sft.eval_every = 262          # two epochs of 131 steps
   config.sft.early_stop_patience = 5

@@ -28,11 +28,14 @@ class Paths:
 
 
 def encode(net: policy.PolicyValueNet, params, item_codes, history,
-           history_mask) -> policy.Context:
-  """History context without the value block. history [B, T] -> Context."""
+           history_mask, with_value: bool = False) -> policy.Context:
+  """History context, by default without the value block.
+
+  history [B, T] -> Context; item_codes [N, L].
+  """
   hist_codes = jnp.take(item_codes, jnp.maximum(history, 0), axis=0)
   return net.apply({'params': params}, hist_codes, history_mask,
-                   with_value=False, method=net.encode_history)
+                   with_value=with_value, method=net.encode_history)
 
 
 def start(net: policy.PolicyValueNet, params, context: policy.Context):

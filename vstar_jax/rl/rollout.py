@@ -83,12 +83,6 @@ def transformer_evaluator(net: policy.PolicyValueNet, params,
   return evaluate, cache_like
 
 
-def _history_context(net, params, trie, history, history_mask):
-  hist_codes = jnp.take(trie.codes, jnp.maximum(history, 0), axis=0)
-  return net.apply({'params': params}, hist_codes, history_mask,
-                   method=net.encode_history)
-
-
 def _beam_rollout(net, params, trie, history, history_mask, cfg):
   res = beam.beam_search(net, params, trie, history, history_mask,
                          beam_width=cfg.beam_width)
@@ -141,7 +135,8 @@ def _sample_rollout(net, params, trie, rng_key, history, history_mask, cfg):
 def ved_rollout(net, params, trie, rng_key, history, history_mask,
                 cfg: RolloutConfig):
   """VED on the policy network: (Candidates [B, G], the DecodeTree)."""
-  context = _history_context(net, params, trie, history, history_mask)
+  context = incremental.encode(net, params, trie.codes, history, history_mask,
+                               with_value=True)
   evaluate, cache_like = transformer_evaluator(net, params, context)
   ved_cfg = dataclasses.replace(cfg.ved, temperature=cfg.temperature)
   return search.ved_search(evaluate, trie, rng_key, batch=history.shape[0],
