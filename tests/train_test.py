@@ -168,3 +168,14 @@ def test_colliding_index_is_rejected(tmp_path):
   config.data.index = str(tmp_path / 'toy.index.json')
   with pytest.raises(experiment.ConfigError, match='2 items share an SID'):
     experiment.load_experiment(config)
+  config.data.sid_collisions = 'bogus'
+  with pytest.raises(experiment.ConfigError, match='sid_collisions'):
+    experiment.load_experiment(config)
+  # TIGER's remedy: one more level, so both items stay distinct and reachable.
+  config.data.sid_collisions = 'extra_level'
+  exp = experiment.load_experiment(config)
+  original = exp.dataset.sids
+  assert exp.codes.shape == (original.shape[0], original.shape[1] + 1)
+  np.testing.assert_array_equal(exp.codes[:, :-1], original)
+  assert exp.codes[0, -1] != exp.codes[1, -1]
+  assert len({tuple(row) for row in exp.codes}) == exp.codes.shape[0]

@@ -20,6 +20,7 @@ from vstar_jax.data import sid_index
 from vstar_jax.data import splits
 from vstar_jax.eval import ranking
 from vstar_jax.models import policy
+from vstar_jax.sid import collisions as sid_collisions
 from vstar_jax.sid import stats as sid_stats
 from vstar_jax.sid import trie as trie_lib
 
@@ -70,13 +71,23 @@ def _sid_codes(config, ds, workdir: Optional[str]) -> tuple[np.ndarray, str]:
   """SIDs from the dataset's index, or built by the SID tokenizer."""
   if ds.sids is not None:
     colliding = sid_stats.collision_summary(ds.sids)['colliding_items']
-    if colliding:
-      raise ConfigError(
-          f'{ds.paths["index"]}: {colliding} items share an SID; collided '
-          'items would count as hits for each other. Use a collision-free '
-          'index (e.g. a *_zcr variant) or build SIDs (config.data.index='
-          'None)')
-    return ds.sids, ds.paths['index']
+    if not colliding:
+      return ds.sids, ds.paths['index']
+    policy_name = config.data.get('sid_collisions', 'error')
+    if policy_name == 'extra_level':
+      # TIGER's remedy: one more level, the item's rank in its collision group.
+      codes, _ = sid_collisions.resolve_by_extra_level(ds.sids)
+      logging.info('%s: %d colliding items; appended a disambiguation level',
+                   ds.paths['index'], colliding)
+      return codes, ds.paths['index']
+    if policy_name != 'error':
+      raise ConfigError(f'config.data.sid_collisions={policy_name!r}: '
+                        "expected 'error' or 'extra_level'")
+    raise ConfigError(
+        f'{ds.paths["index"]}: {colliding} items share an SID; collided '
+        'items would count as hits for each other. Use a collision-free '
+        'index (e.g. a *_zcr variant), config.data.sid_collisions='
+        'extra_level, or build SIDs (config.data.index=None)')
   if workdir is None:
     raise ConfigError(
         f'dataset {ds.name!r} has no SID index: set config.data.index, or '

@@ -47,6 +47,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.data.index = ml_collections.FieldReference(None, field_type=str)
   config.data.protocol = 'leave_one_out'   # or 'chronological'
   config.data.max_history = 20
+  # A precomputed index whose items share SIDs: 'error', or 'extra_level'
+  # (TIGER: append each item's rank within its collision group).
+  config.data.sid_collisions = 'error'
 
   # SIDs built by our tokenizer when config.data.index is empty (cached in
   # WORKDIR/sids/); item-text embeddings are cached across runs.
