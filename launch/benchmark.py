@@ -21,6 +21,7 @@ import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -71,7 +72,8 @@ _ABLATIONS = flags.DEFINE_bool('ablations', True,
                                'Train suite: also time ablations.')
 _PROFILE = flags.DEFINE_bool(
     'profile', True, 'Trace our search / the SFT step with jax.profiler and '
-    'report the share of op time per category.')
+    'report the share of op time per category (CPU backend only: the '
+    'grouping reads the CPU runtime\'s per-HLO-op trace events).')
 _NUM_REPEATS = flags.DEFINE_integer('num_repeats', 5,
                                     'Timed calls per measurement.',
                                     lower_bound=1)
@@ -103,6 +105,14 @@ _BETA = flags.DEFINE_float('ved_beta', None, 'ved: UCB weight beta (default: '
 
 class _UsageError(ValueError):
   """A bad flag value; str is one line."""
+
+
+def _profile() -> bool:
+  if _PROFILE.value and jax.default_backend() != 'cpu':
+    logging.warning('--profile: op-time categories need the CPU backend; '
+                    'skipped on %s', jax.default_backend())
+    return False
+  return _PROFILE.value
 
 
 def _int_list(name: str, values: list[str]) -> tuple[int, ...]:
@@ -161,7 +171,7 @@ def _run() -> dict:
       settings = suites.DecodeSettings(
           beam_widths=beam_widths,
           num_users=_NUM_USERS.value, num_repeats=_NUM_REPEATS.value,
-          profile=_PROFILE.value)
+          profile=_profile())
       result = suites.run_decode_suite(
           net, params, trie, ds.sids, split.test, settings=settings,
           peak_flops=peak['float32'])
@@ -170,7 +180,7 @@ def _run() -> dict:
       settings = suites.TrainSettings(
           batch_size=_BATCH_SIZE.value, num_repeats=_NUM_REPEATS.value,
           dtypes=tuple(_DTYPES.value), ablations=_ABLATIONS.value,
-          profile=_PROFILE.value, seed=_SEED.value)
+          profile=_profile(), seed=_SEED.value)
       result = suites.run_train_suite(cfg, trie, split.train,
                                       settings=settings, peak_flops=peak)
       setup += (f', batch {settings.batch_size} training windows, dropout '

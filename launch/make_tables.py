@@ -11,6 +11,7 @@ results.json) per seed; cells are mean +- population std over seeds of the
 test metrics of the run's last stage (or `--stage`), selected on validation
 by the run itself.
 """
+import collections
 import glob
 import json
 import os
@@ -53,10 +54,20 @@ def _row(variant_dir: str, stage: str | None):
       cells.append(f'{vals[0]:.4f}')
     else:
       cells.append(f'{vals.mean():.4f} ± {vals.std():.4f}')
-  secs = [r['timings'].get('wall_s', float('nan')) for r in loaded]
   beam = loaded[0]['eval']['beam_width']
+  # Wall time per device kind: CPU and GPU runs of one row are not averaged.
+  secs = collections.defaultdict(list)
+  for r in loaded:
+    secs[_device_name(r)].append(r['timings'].get('wall_s', float('nan')))
+  wall = ', '.join(f'{np.mean(v) / 60:.1f} ({k}, {len(v)})'
+                   for k, v in sorted(secs.items()))
   return ([os.path.basename(variant_dir), stage_name, str(len(runs)),
-           str(beam)] + cells + [f'{np.mean(secs) / 60:.1f}'])
+           str(beam)] + cells + [wall])
+
+
+def _device_name(result: dict) -> str:
+  device = result.get('device', 'unknown')
+  return device.replace('NVIDIA ', '')
 
 
 def table(results_dir: str, name: str) -> str:
@@ -69,7 +80,7 @@ def table(results_dir: str, name: str) -> str:
   if not rows:
     raise ValueError(f'{base}: no seed*.json results')
   header = (['variant', 'stage', 'seeds', 'beam'] + list(METRICS) +
-            ['wall min'])
+            ['wall min (device, runs)'])
   lines = ['| ' + ' | '.join(header) + ' |',
            '|' + '---|' * len(header)]
   lines += ['| ' + ' | '.join(r) + ' |' for r in rows]
