@@ -1,0 +1,58 @@
+"""launch.fleet: the jobs-file format and the scheduler (with a fake job)."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from launch import fleet
+from tests import conftest
+
+
+def test_parse_jobs():
+  jobs = fleet.parse_jobs(
+      '# a comment\n\nsft --config=launch/configs/smoke.py\n'
+      "rl after=sft --config=x.py --config.a='b c'  # why\n", 'f.txt')
+  assert jobs == [
+      fleet.Job('sft', ('--config=launch/configs/smoke.py',)),
+      fleet.Job('rl', ('--config=x.py', '--config.a=b c'), after='sft')]
+
+
+@pytest.mark.parametrize('text, message', [
+    ('', 'f.txt: no jobs'),
+    ('a --x\na --y\n', "f.txt:2: job 'a' is defined twice"),
+    ('b after=a --x\n', "f.txt:1: after='a': no earlier job"),
+    ('a --workdir=/tmp/x\n', 'f.txt:1: --workdir is set by the fleet'),
+    ('a/b --x\n', "f.txt:1: job name 'a/b'"),
+])
+def test_parse_jobs_errors(text, message):
+  with pytest.raises(fleet.JobsFileError, match=message):
+    fleet.parse_jobs(text, 'f.txt')
+
+
+def test_fleet_dependencies_failures_and_deadline(tmp_path):
+  jobs = tmp_path / 'jobs.txt'
+  jobs.write_text('a --mode=ok\n'
+                  'b after=a --mode=ok\n'
+                  'c --mode=fail\n'
+                  'd after=c --mode=ok\n'
+                  'e --mode=hang\n')
+  root = tmp_path / 'root'
+  out = subprocess.run(
+      [sys.executable, '-m', 'launch.fleet', f'--jobs={jobs}', f'--root={root}',
+       '--max_running=2', '--train_module=tests.fleet_fake_job',
+       '--eval_module=tests.fleet_fake_job', '--train_deadline_s=8',
+       '--eval_deadline_s=40'],
+      cwd=conftest.REPO_ROOT, capture_output=True, text=True, timeout=120)
+  assert out.returncode == 2, out.stderr
+  status = json.loads((root / 'fleet_status.json').read_text())['jobs']
+  outcome = {name: s['outcome'] for name, s in status.items()}
+  assert outcome['a'] == 'ok' and outcome['b'] == 'ok'
+  assert outcome['c'] == 'failed (exit 1)'
+  assert outcome['d'] == 'skipped (c did not succeed)'
+  assert outcome['e'] == 'stopped (exit 75), best sft checkpoint evaluated'
+  # b ran from a's workdir; the stopped job's best checkpoint was evaluated.
+  b_args = json.loads((root / 'b' / 'calls.jsonl').read_text().splitlines()[0])
+  assert f'--config.init_from={root / "a"}' in b_args
+  assert (root / 'e' / 'eval_sft.json').exists()
+  assert not (root / 'd').exists()
