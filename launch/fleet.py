@@ -142,7 +142,8 @@ class Fleet:
           del running[name]
           self.seconds[name] = time.monotonic() - started[name]
           ok = proc.returncode == 0 and self._succeeded(name)
-          self.outcome[name] = 'ok' if ok else f'failed (exit {proc.returncode})'
+          self.outcome[name] = (
+              'ok' if ok else f'failed (exit {proc.returncode})')
           logging.info('%s: %s after %.0f s', name, self.outcome[name],
                        self.seconds[name])
       if deadline and self.elapsed() >= deadline:

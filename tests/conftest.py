@@ -7,6 +7,7 @@ same random streams as launch/ binaries).
 import os
 import pathlib
 
+import numpy as np
 import pytest
 
 os.environ.setdefault(
@@ -31,3 +32,18 @@ def shared_data() -> pathlib.Path:
         f'{SHARED_DATA} is missing but VSTAR_REQUIRE_SHARED_DATA=1 (CI).')
   pytest.skip(f'../shared/data not found beside the checkout ({SHARED_DATA});'
               ' the Amazon datasets are read from there and never copied.')
+
+
+def random_catalogue(rng: np.random.Generator, vocab_size: int,
+                     num_levels: int, draws: int):
+  """A toy catalogue: the distinct SIDs among `draws` random code rows.
+
+  Returns:
+    sids [N, L] int32 (sorted, N <= draws) and their prefix trie.
+  """
+  # Imported here: this module must set XLA_FLAGS before anything imports jax.
+  from vstar_jax.sid import trie as trie_lib  # pylint: disable=g-import-not-at-top
+  rows = {tuple(int(c) for c in rng.integers(0, vocab_size, num_levels))
+          for _ in range(draws)}
+  sids = np.array(sorted(rows), np.int32)
+  return sids, trie_lib.build_trie(sids, vocab_size=vocab_size)

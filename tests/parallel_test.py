@@ -16,12 +16,12 @@ import numpy as np
 import optax
 import pytest
 
+from tests import conftest
 from vstar_jax import experiment
 from vstar_jax import parallel
 from vstar_jax.models import policy
 from vstar_jax.rl import rollout as rollout_lib
 from vstar_jax.rl import step as rl_step_lib
-from vstar_jax.sid import trie as trie_lib
 from vstar_jax.train import loop
 from vstar_jax.train import sft
 from vstar_jax.train import state as state_lib
@@ -45,9 +45,7 @@ def _mesh_config(**fields):
 @pytest.fixture(scope='module')
 def toy():
   rng = np.random.default_rng(0)
-  sids = np.array(sorted({tuple(int(c) for c in rng.integers(0, 4, 3))
-                          for _ in range(40)}), np.int32)
-  trie = trie_lib.build_trie(sids, vocab_size=4)
+  sids, trie = conftest.random_catalogue(rng, 4, 3, 40)
   emb = rng.normal(size=(len(sids), 6)).astype(np.float32)
   emb /= np.linalg.norm(emb, axis=1, keepdims=True)
 

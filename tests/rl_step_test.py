@@ -6,10 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tests import conftest
 from vstar_jax.models import policy
 from vstar_jax.rl import rollout as rollout_lib
 from vstar_jax.rl import step as rl_step_lib
-from vstar_jax.sid import trie as trie_lib
 from vstar_jax.train import state as state_lib
 from vstar_jax.ved import search
 
@@ -21,9 +21,7 @@ CFG = policy.PolicyConfig(num_levels=3, vocab_size=4, max_history=4,
 @pytest.fixture(scope='module')
 def setup():
   rng = np.random.default_rng(0)
-  sids = np.array(sorted({tuple(int(c) for c in rng.integers(0, 4, 3))
-                          for _ in range(40)}), np.int32)
-  trie = trie_lib.build_trie(sids, vocab_size=4)
+  sids, trie = conftest.random_catalogue(rng, 4, 3, 40)
   params = jax.jit(policy.init_params, static_argnums=0)(
       CFG, jax.random.key(0))
   emb = rng.normal(size=(len(sids), 6)).astype(np.float32)

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tests import conftest
 from vstar_jax.models import policy
 from vstar_jax.rl import rollout as rollout_lib
 from vstar_jax.sid import trie as trie_lib
@@ -20,9 +21,7 @@ CFG = policy.PolicyConfig(num_levels=3, vocab_size=5, max_history=4,
 @pytest.fixture(scope='module')
 def setup():
   rng = np.random.default_rng(0)
-  sids = np.array(sorted({tuple(int(c) for c in rng.integers(0, 5, 3))
-                          for _ in range(70)}), np.int32)
-  trie = trie_lib.build_trie(sids, vocab_size=5)
+  sids, trie = conftest.random_catalogue(rng, 5, 3, 70)
   params = jax.jit(policy.init_params, static_argnums=0)(
       CFG, jax.random.key(0))
   history = jnp.asarray(rng.integers(0, len(sids), (3, 4)), jnp.int32)

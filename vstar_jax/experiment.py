@@ -69,20 +69,21 @@ def _make_split(cfg: ml_collections.ConfigDict, ds) -> splits.Split:
 
 def _sid_codes(config, ds, workdir: Optional[str]) -> tuple[np.ndarray, str]:
   """SIDs from the dataset's index, or built by the SID tokenizer."""
+  # Run configs saved before the option existed have no field: 'error'.
+  policy_name = config.data.get('sid_collisions', 'error')
+  if policy_name not in ('error', 'extra_level'):
+    raise ConfigError(f'config.data.sid_collisions={policy_name!r}: '
+                      "expected 'error' or 'extra_level'")
   if ds.sids is not None:
     colliding = sid_stats.collision_summary(ds.sids)['colliding_items']
     if not colliding:
       return ds.sids, ds.paths['index']
-    policy_name = config.data.get('sid_collisions', 'error')
     if policy_name == 'extra_level':
       # TIGER's remedy: one more level, the item's rank in its collision group.
       codes, _ = sid_collisions.resolve_by_extra_level(ds.sids)
       logging.info('%s: %d colliding items; appended a disambiguation level',
                    ds.paths['index'], colliding)
       return codes, ds.paths['index']
-    if policy_name != 'error':
-      raise ConfigError(f'config.data.sid_collisions={policy_name!r}: '
-                        "expected 'error' or 'extra_level'")
     raise ConfigError(
         f'{ds.paths["index"]}: {colliding} items share an SID; collided '
         'items would count as hits for each other. Use a collision-free '
