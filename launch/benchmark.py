@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vstar_jax import errors
 from vstar_jax import data
 from vstar_jax.benchmarking import flops
 from vstar_jax.benchmarking import machine
@@ -254,7 +255,7 @@ def main(argv):
       result, png = _run_ved()
     else:
       result = _run()
-  except (_UsageError, data.DataError, experiment.ConfigError) as e:
+  except (_UsageError, errors.DataError, errors.ConfigError) as e:
     print(f'benchmark: {e}', file=sys.stderr)
     sys.exit(1)
   markdown = {'decode': report.decode_markdown, 'train': report.train_markdown,

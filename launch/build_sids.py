@@ -27,6 +27,7 @@ from absl import flags
 import jax
 import numpy as np
 
+from vstar_jax import errors
 from vstar_jax.data import dataset as dataset_lib
 from vstar_jax.data import files
 from vstar_jax.data import sid_index
@@ -80,7 +81,7 @@ _COLLISIONS = flags.DEFINE_enum(
 def _configs() -> tuple[build.SidBuildConfig, item_text.ItemTextConfig]:
   """The build and text configs; bad flag values raise DataError."""
   if _MAX_DESCRIPTION_WORDS.value < 0:
-    raise files.DataError(f'--max_description_words='
+    raise errors.DataError(f'--max_description_words='
                           f'{_MAX_DESCRIPTION_WORDS.value}: need >= 0')
   text_config = item_text.ItemTextConfig(
       fields=tuple(_TEXT_FIELDS.value),
@@ -191,7 +192,7 @@ def main(argv):
     return 1
   try:
     print(_run())
-  except files.DataError as e:
+  except errors.DataError as e:
     print(f'build_sids: {e}', file=sys.stderr)
     return 1
   return 0

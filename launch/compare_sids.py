@@ -17,6 +17,7 @@ import sys
 from absl import app
 from absl import flags
 
+from vstar_jax import errors
 from vstar_jax.data import files
 from vstar_jax.data import sid_index
 from vstar_jax.sid import stats
@@ -61,7 +62,7 @@ def load_build_rows(path: str) -> list[dict]:
     return [row('ours (before resolution)', built['before_resolution']),
             row(f'ours ({method})', built['after_resolution'])]
   except (KeyError, IndexError, TypeError) as e:
-    raise files.DataError(
+    raise errors.DataError(
         f'{path}: not a build_sids sid_stats.json (missing {e})') from e
 
 
@@ -99,10 +100,10 @@ def main(argv):
   paths = sorted(glob.glob(_INDEXES.value))
   try:
     if not paths:
-      raise files.DataError(f'--indexes={_INDEXES.value}: no files match')
+      raise errors.DataError(f'--indexes={_INDEXES.value}: no files match')
     rows = load_build_rows(_STATS.value) if _STATS.value else []
     rows += variant_rows(paths, _CODEBOOK_SIZE.value)
-  except files.DataError as e:
+  except errors.DataError as e:
     print(f'compare_sids: {e}', file=sys.stderr)
     return 1
   table = markdown_table(rows)

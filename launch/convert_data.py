@@ -21,6 +21,7 @@ import sys
 from absl import app
 from absl import flags
 
+from vstar_jax import errors
 from vstar_jax.data import convert
 from vstar_jax.data import files
 
@@ -49,7 +50,7 @@ def _convert() -> convert.Converted:
     for stem in ('ratings.csv', 'movies.csv'):
       path = files.find_file(raw, stem)
       if path is None:
-        raise files.DataError(f'{raw / stem}: file not found (nor .gz)')
+        raise errors.DataError(f'{raw / stem}: file not found (nor .gz)')
       paths.append(path)
     return convert.convert_movielens(*paths, min_count=_MIN_COUNT.value)
   if not _REVIEWS.value or not _META.value:
@@ -64,7 +65,7 @@ def main(argv):
     converted = _convert()
     written = convert.write_converted(converted, _OUT_DIR.value, _NAME.value,
                                       compress=_COMPRESS.value)
-  except files.DataError as e:
+  except errors.DataError as e:
     print(f'convert_data: error: {e}', file=sys.stderr)
     sys.exit(1)
   num = sum(len(s) for s in converted.inter.values())

@@ -14,8 +14,8 @@ from absl import app
 from absl import flags
 import numpy as np
 
+from vstar_jax import errors
 from vstar_jax.data import dataset as dataset_lib
-from vstar_jax.data import files
 from vstar_jax.data import splits
 from vstar_jax.sid import stats as sid_stats
 
@@ -82,7 +82,7 @@ def main(argv):
     ds = dataset_lib.load_dataset(_DATA_DIR.value, _NAME.value,
                                   index_path=_INDEX_PATH.value)
     lines = summary(ds)
-  except files.DataError as e:
+  except errors.DataError as e:
     print(f'data_stats: error: {e}', file=sys.stderr)
     sys.exit(1)
   print('\n'.join(lines))

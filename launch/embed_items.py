@@ -22,6 +22,7 @@ from absl import logging
 import jax
 import numpy as np
 
+from vstar_jax import errors
 from vstar_jax.data import files
 from vstar_jax.text import embed
 from vstar_jax.text import item_text
@@ -42,7 +43,7 @@ _MAX_WORDS = flags.DEFINE_integer(
 def _read_items(path: str) -> dict:
   items = files.read_json_object(path)
   if not items:
-    raise files.DataError(f'{path}: no items')
+    raise errors.DataError(f'{path}: no items')
   return items
 
 
@@ -95,7 +96,7 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   try:
     _run()
-  except files.DataError as e:
+  except errors.DataError as e:
     print(f'embed_items: {e}', file=sys.stderr)
     sys.exit(1)
 

@@ -24,6 +24,7 @@ import sys
 from absl import app
 from absl import flags
 
+from vstar_jax import errors
 from vstar_jax.data import files
 from vstar_jax.text import item_text
 
@@ -48,7 +49,7 @@ _MOVIELENS_NON_ASCII_IDS = ('393', '752')
 def _read_items(path: pathlib.Path) -> dict:
   items = files.read_json_object(path)
   if not items:
-    raise files.DataError(f'{path}: no items')
+    raise errors.DataError(f'{path}: no items')
   return items
 
 
@@ -74,7 +75,7 @@ def select_texts(data_dir: pathlib.Path) -> list[tuple[str, str]]:
   long_ids = [i for i in ids if i not in chosen and len(
       str(sci[i].get('description', '')).split()) >= _MIN_LONG_WORDS]
   if len(long_ids) < _NUM_LONG_SCIENTIFIC:
-    raise files.DataError(
+    raise errors.DataError(
         f'{path}: fewer than {_NUM_LONG_SCIENTIFIC} items with >= '
         f'{_MIN_LONG_WORDS} description words')
   out += [(f'amazon_scientific item {i} (max_description_words=None)',
@@ -109,7 +110,7 @@ def _run() -> None:
   untruncated = model.tokenizer(texts, truncation=False)['input_ids']
   num_long = sum(len(ids) > max_seq_length for ids in untruncated)
   if num_long < _NUM_LONG_SCIENTIFIC:
-    raise files.DataError(
+    raise errors.DataError(
         f'only {num_long} texts exceed max_seq_length={max_seq_length}')
   vectors = model.encode(texts, batch_size=8, convert_to_numpy=True)
   payload = {
@@ -138,7 +139,7 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   try:
     _run()
-  except files.DataError as e:
+  except errors.DataError as e:
     print(f'make_encoder_reference: {e}', file=sys.stderr)
     sys.exit(1)
 

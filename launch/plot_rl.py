@@ -18,6 +18,7 @@ import sys
 from absl import app
 from absl import flags
 
+from vstar_jax import errors
 from vstar_jax.data import files
 
 _RUNS = flags.DEFINE_list('runs', None, 'NAME=WORKDIR items.', required=True)
@@ -35,7 +36,7 @@ def read_curves(workdir: str) -> dict[str, dict[int, float]]:
   """{metric: {step: value}} from WORKDIR/metrics.jsonl."""
   path = os.path.join(workdir, 'metrics.jsonl')
   if not os.path.exists(path):
-    raise files.DataError(f'{path}: not found; is {workdir} a run?')
+    raise errors.DataError(f'{path}: not found; is {workdir} a run?')
   curves = collections.defaultdict(dict)
   with open(path) as f:
     for line_no, line in enumerate(f, 1):
@@ -43,7 +44,7 @@ def read_curves(workdir: str) -> dict[str, dict[int, float]]:
         record = json.loads(line)
         step = int(record.pop('step'))
       except (ValueError, KeyError):
-        raise files.DataError(
+        raise errors.DataError(
             f'{path}: line {line_no}: not a metrics record with a "step"'
         ) from None
       for key, value in record.items():
@@ -92,9 +93,9 @@ def main(argv):
     for item in _RUNS.value:
       name, sep, workdir = item.partition('=')
       if not sep:
-        raise files.DataError(f'--runs item {item!r}: expected NAME=WORKDIR')
+        raise errors.DataError(f'--runs item {item!r}: expected NAME=WORKDIR')
       named[name].append(read_curves(workdir))
-  except files.DataError as e:
+  except errors.DataError as e:
     print(f'plot_rl: error: {e}', file=sys.stderr)
     sys.exit(1)
   png = plot(named, _TITLE.value)

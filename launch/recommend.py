@@ -13,6 +13,7 @@ import jax
 import numpy as np
 
 from launch import runtime
+from vstar_jax import errors
 from vstar_jax import experiment
 from vstar_jax.train import loop
 from vstar_jax.train import recommender
@@ -29,16 +30,16 @@ _STAGE = flags.DEFINE_string('stage', 'sft', 'Training stage to use.')
 def _history_indices(exp) -> list[int]:
   ds = exp.dataset
   if (_USER.value is None) == (_HISTORY.value is None):
-    raise experiment.ConfigError('give exactly one of --user and --history')
+    raise errors.ConfigError('give exactly one of --user and --history')
   if _USER.value is not None:
     if _USER.value not in ds.user_ids:
-      raise experiment.ConfigError(f'--user={_USER.value}: no such user in '
+      raise errors.ConfigError(f'--user={_USER.value}: no such user in '
                                    f'{ds.name}')
     return ds.sequences[ds.user_ids.index(_USER.value)].tolist()
   index = {item: i for i, item in enumerate(ds.item_ids)}
   unknown = [h for h in _HISTORY.value if h not in index]
   if unknown:
-    raise experiment.ConfigError(f'--history: unknown item id(s) {unknown} '
+    raise errors.ConfigError(f'--history: unknown item id(s) {unknown} '
                                  f'in {ds.name}')
   return [index[h] for h in _HISTORY.value]
 
@@ -46,7 +47,7 @@ def _history_indices(exp) -> list[int]:
 def _recommend():
   config = loop.load_run_config(_WORKDIR.value)
   if _TOP_K.value < 1:
-    raise experiment.ConfigError('--top_k must be >= 1')
+    raise errors.ConfigError('--top_k must be >= 1')
   config.eval.beam_width = max(_TOP_K.value, 1)
   exp = experiment.load_experiment(config, _WORKDIR.value)
   hist = _history_indices(exp)[-config.data.max_history:]

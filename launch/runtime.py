@@ -7,7 +7,7 @@ from typing import Any, Callable, Optional
 from absl import logging
 import jax
 
-from vstar_jax import experiment
+from vstar_jax import errors
 
 
 class _DropThirdParty(py_logging.Filter):
@@ -23,7 +23,7 @@ def run_main(name: str, fn: Callable[[], Any]) -> Any:
   logging.get_absl_handler().addFilter(_DropThirdParty())
   try:
     return fn()
-  except experiment.errors_to_catch() as e:
+  except errors.INPUT_ERRORS as e:
     print(f'{name}: error: {e}', file=sys.stderr)
     sys.exit(1)
 

@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 
+from vstar_jax import errors
 from vstar_jax.data import convert
 from vstar_jax.data import dataset as dataset_lib
 from vstar_jax.data import files
@@ -98,7 +99,7 @@ def test_movielens_bad_input(tmp_path, ratings, fragment):
   movies = _write_csv(tmp_path / 'movies.csv',
                       'movieId,title,genres\n1,A (1999),Drama\n')
   path = _write_csv(tmp_path / 'ratings.csv', ratings)
-  with pytest.raises(files.DataError) as info:
+  with pytest.raises(errors.DataError) as info:
     convert.convert_movielens(path, movies)
   assert 'ratings.csv' in str(info.value) and fragment in str(info.value)
 
@@ -161,7 +162,7 @@ def test_amazon_gz_input_and_written_dataset(tmp_path):
 def test_amazon_bad_reviews(tmp_path, line, fragment):
   reviews = tmp_path / 'reviews.jsonl'
   reviews.write_text(line + '\n')
-  with pytest.raises(files.DataError) as info:
+  with pytest.raises(errors.DataError) as info:
     convert.convert_amazon(reviews, AMAZON_RAW / 'meta.jsonl')
   assert str(info.value).startswith(str(reviews))
   assert fragment in str(info.value)
@@ -170,7 +171,7 @@ def test_amazon_bad_reviews(tmp_path, line, fragment):
 def test_amazon_bad_meta(tmp_path):
   meta = tmp_path / 'meta.jsonl'
   meta.write_text('{"asin": "A1", "title": "T", "category": ["a", 3]}\n')
-  with pytest.raises(files.DataError, match="line 1: key 'category' must"):
+  with pytest.raises(errors.DataError, match="line 1: key 'category' must"):
     convert.convert_amazon(AMAZON_RAW / 'reviews.jsonl', meta)
 
 

@@ -7,11 +7,10 @@ import numpy as np
 import pytest
 
 from vstar_jax.data import dataset as dataset_lib
-from vstar_jax.data import files
+from vstar_jax.errors import DataError
 from vstar_jax.data import sid_index
 from vstar_jax.sid import stats as sid_stats
 
-DataError = files.DataError
 TOY_DIR = pathlib.Path(__file__).resolve().parents[1] / 'testdata/synthetic'
 
 

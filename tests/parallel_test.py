@@ -17,7 +17,7 @@ import optax
 import pytest
 
 from tests import conftest
-from vstar_jax import experiment
+from vstar_jax import errors
 from vstar_jax import parallel
 from vstar_jax.models import policy
 from vstar_jax.rl import rollout as rollout_lib
@@ -206,7 +206,7 @@ def test_make_mesh_shapes_and_errors():
       "'fsdp', 'fsdp_min_size', 'model']": dict(fdsp=True),
   }
   for message, fields in cases.items():
-    with pytest.raises(experiment.ConfigError) as e:
+    with pytest.raises(errors.ConfigError) as e:
       parallel.make_mesh(_mesh_config(**fields))
     assert str(e.value) == message
 
@@ -214,7 +214,7 @@ def test_make_mesh_shapes_and_errors():
 def test_batch_size_must_divide_data_axis():
   mesh = parallel.make_mesh(_mesh_config(data=4, model=2))
   parallel.check_batch_size(mesh, 12, 'sft.batch_size')
-  with pytest.raises(experiment.ConfigError) as e:
+  with pytest.raises(errors.ConfigError) as e:
     parallel.check_batch_size(mesh, 10, 'sft.batch_size')
   assert str(e.value) == ('config.sft.batch_size=10 is not divisible by the '
                           '4 devices of the data axis (config.mesh.data)')

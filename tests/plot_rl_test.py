@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from launch import plot_rl
-from vstar_jax.data import files
+from vstar_jax import errors
 
 
 def _write_run(path, rewards):
@@ -31,7 +31,7 @@ def test_bad_line_names_file(tmp_path):
   run = tmp_path / 'run'
   run.mkdir()
   (run / 'metrics.jsonl').write_text('{"step": 1}\nnot json\n')
-  with pytest.raises(files.DataError, match=r'metrics.jsonl: line 2'):
+  with pytest.raises(errors.DataError, match=r'metrics.jsonl: line 2'):
     plot_rl.read_curves(run)
 
 

@@ -10,6 +10,7 @@ import pytest
 from launch.configs import sasrec_movielens
 from launch.configs import smoke
 from tests import conftest
+from vstar_jax import errors
 from vstar_jax import experiment
 from vstar_jax.models import sasrec
 from vstar_jax.train import loop
@@ -172,7 +173,7 @@ def test_experiment_sids_optional_for_sasrec_only(tmp_path):
   shutil.copy(toy / 'toy.inter.json', data)
   sid_config = _toy_config(data)
   sid_config.model.kind = 'sid'
-  with pytest.raises(experiment.ConfigError, match='has no SID index'):
+  with pytest.raises(errors.ConfigError, match='has no SID index'):
     experiment.load_experiment(sid_config)
 
 
@@ -184,5 +185,5 @@ def test_movielens_config_builds(tmp_path):
   assert model.kind == 'sasrec' and exp.codes is None
   params = jax.eval_shape(model.init, jax.random.key(0))
   assert params['item_embed']['embedding'].shape == (3496, 64)
-  with pytest.raises(experiment.ConfigError, match='exceeds the 3496 items'):
+  with pytest.raises(errors.ConfigError, match='exceeds the 3496 items'):
     model.make_rank_fn(4000)

@@ -5,8 +5,8 @@ import jax
 import numpy as np
 import pytest
 
+from vstar_jax import errors
 from vstar_jax.data import dataset as dataset_lib
-from vstar_jax.data import files
 from vstar_jax.sid import build
 from vstar_jax.sid import errors
 from vstar_jax.text import item_text
@@ -94,7 +94,7 @@ def test_dataset_embeddings_input_errors_name_the_file(tmp_path):
   assert str(info.value) == (
       f"{tmp_path / 'ds.item.json'}: item '1': fields ('title',) are all "
       'empty')
-  assert isinstance(info.value, files.DataError)
+  assert isinstance(info.value, errors.DataError)
   (tmp_path / 'ds.item.json').unlink()
   no_text = dataset_lib.load_dataset(tmp_path, 'ds')
   with pytest.raises(errors.SidError, match='no ds.item.json'):

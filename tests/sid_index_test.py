@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from vstar_jax.data import files
+from vstar_jax import errors
 from vstar_jax.data import sid_index
 
 
@@ -53,12 +53,12 @@ def test_write_rejects_bad_tables(tmp_path, codes, item_ids, fragment):
 
 
 def test_parse_index_errors_name_source_and_item():
-  with pytest.raises(files.DataError,
+  with pytest.raises(errors.DataError,
                      match=r"^idx.json: item 'b': SID has 1 levels but item "
                      r"'a' has 2"):
     sid_index.parse_sid_index({'a': ['<a_0>', '<b_1>'], 'b': ['<a_2>']},
                               source='idx.json')
-  with pytest.raises(files.DataError, match='top-level value must be'):
+  with pytest.raises(errors.DataError, match='top-level value must be'):
     sid_index.parse_sid_index([['<a_0>']], source='idx.json')
 
 
@@ -70,7 +70,7 @@ def test_format_sid_index_and_sid_table():
                               source='f')
   np.testing.assert_array_equal(table, codes)
   assert table.dtype == np.int32
-  with pytest.raises(files.DataError, match='^f: the index has no items$'):
+  with pytest.raises(errors.DataError, match='^f: the index has no items$'):
     sid_index.sid_table({}, source='f')
 
 

@@ -5,6 +5,7 @@ import pathlib
 import numpy as np
 import pytest
 
+from vstar_jax import errors
 from vstar_jax.data import dataset as dataset_lib
 from vstar_jax.data import splits
 
@@ -93,7 +94,7 @@ def test_leave_one_out_rejects_short_user(tmp_path):
   (tmp_path / 'ds.inter.json').write_text(json.dumps(
       {'0': [0, 1, 2], 'short': [1, 2]}))
   ds = dataset_lib.load_dataset(tmp_path, 'ds')
-  with pytest.raises(dataset_lib.DataError) as info:
+  with pytest.raises(errors.DataError) as info:
     splits.leave_one_out_split(ds)
   message = str(info.value)
   assert 'ds.inter.json' in message and "user 'short'" in message
@@ -118,7 +119,7 @@ def test_chronological_matches_reference(toy):
 def test_chronological_needs_timestamps(tmp_path):
   (tmp_path / 'ds.inter.json').write_text(json.dumps({'0': [0, 1, 2]}))
   ds = dataset_lib.load_dataset(tmp_path, 'ds')
-  with pytest.raises(dataset_lib.DataError,
+  with pytest.raises(errors.DataError,
                      match=r'ds.inter.json: chronological split needs '
                      r'timestamps but ds.time.json\[.gz\] was not found'):
     splits.chronological_split(ds)

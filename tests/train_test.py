@@ -12,6 +12,7 @@ import pytest
 
 from launch.configs import smoke
 from tests import conftest
+from vstar_jax import errors
 from vstar_jax import checkpointing
 from vstar_jax import experiment
 from vstar_jax.models import policy
@@ -166,10 +167,10 @@ def test_colliding_index_is_rejected(tmp_path):
   config = _smoke_config()
   config.data.dir = str(tmp_path)
   config.data.index = str(tmp_path / 'toy.index.json')
-  with pytest.raises(experiment.ConfigError, match='2 items share an SID'):
+  with pytest.raises(errors.ConfigError, match='2 items share an SID'):
     experiment.load_experiment(config)
   config.data.sid_collisions = 'bogus'
-  with pytest.raises(experiment.ConfigError, match='sid_collisions'):
+  with pytest.raises(errors.ConfigError, match='sid_collisions'):
     experiment.load_experiment(config)
   # TIGER's remedy: one more level, so both items stay distinct and reachable.
   config.data.sid_collisions = 'extra_level'

@@ -20,10 +20,10 @@ import jax
 from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 
-from vstar_jax.data import files
+from vstar_jax import errors
 
 
-class CheckpointError(files.DataError):
+class CheckpointError(errors.DataError):
   """No checkpoint of a directory can be restored; one line."""
 
 

@@ -14,6 +14,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from vstar_jax import errors
 from vstar_jax.data import dataset as dataset_lib
 from vstar_jax.data import files
 from vstar_jax.data import sid_index
@@ -27,10 +28,6 @@ from vstar_jax.sid import trie as trie_lib
 
 # config.model.kind values that rank item ids directly (no SID decoding).
 ID_ONLY_KINDS = ('sasrec',)
-
-
-class ConfigError(ValueError):
-  """A config value that cannot work; the message is one line."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -63,7 +60,7 @@ def _make_split(cfg: ml_collections.ConfigDict, ds) -> splits.Split:
     return splits.leave_one_out_split(ds, max_history=cfg.max_history)
   if cfg.protocol == 'chronological':
     return splits.chronological_split(ds, max_history=cfg.max_history)
-  raise ConfigError(f'config.data.protocol={cfg.protocol!r}: expected '
+  raise errors.ConfigError(f'config.data.protocol={cfg.protocol!r}: expected '
                     "'leave_one_out' or 'chronological'")
 
 
@@ -72,7 +69,7 @@ def _sid_codes(config, ds, workdir: Optional[str]) -> tuple[np.ndarray, str]:
   # Run configs saved before the option existed have no field: 'error'.
   policy_name = config.data.get('sid_collisions', 'error')
   if policy_name not in ('error', 'extra_level'):
-    raise ConfigError(f'config.data.sid_collisions={policy_name!r}: '
+    raise errors.ConfigError(f'config.data.sid_collisions={policy_name!r}: '
                       "expected 'error' or 'extra_level'")
   if ds.sids is not None:
     colliding = sid_stats.collision_summary(ds.sids)['colliding_items']
@@ -84,13 +81,13 @@ def _sid_codes(config, ds, workdir: Optional[str]) -> tuple[np.ndarray, str]:
       logging.info('%s: %d colliding items; appended a disambiguation level',
                    ds.paths['index'], colliding)
       return codes, ds.paths['index']
-    raise ConfigError(
+    raise errors.ConfigError(
         f'{ds.paths["index"]}: {colliding} items share an SID; collided '
         'items would count as hits for each other. Use a collision-free '
         'index (e.g. a *_zcr variant), config.data.sid_collisions='
         'extra_level, or build SIDs (config.data.index=None)')
   if workdir is None:
-    raise ConfigError(
+    raise errors.ConfigError(
         f'dataset {ds.name!r} has no SID index: set config.data.index, or '
         'build SIDs inside a run (launch.train)')
   return _built_sids(config, ds, workdir)
@@ -121,7 +118,7 @@ def _built_sids(config, ds, workdir: str) -> tuple[np.ndarray, str]:
 def _codes_in_item_order(by_item, ds, path) -> np.ndarray:
   missing = [i for i in ds.item_ids if i not in by_item]
   if missing:
-    raise files.DataError(f'{path}: item {missing[0]!r} has no SID')
+    raise errors.DataError(f'{path}: item {missing[0]!r} has no SID')
   return np.asarray([by_item[i] for i in ds.item_ids], np.int32)
 
 
@@ -156,10 +153,10 @@ def policy_config(config: ml_collections.ConfigDict,
   """The network's static config from the run config and the catalogue."""
   m = config.model
   if m.width % m.num_heads:
-    raise ConfigError(f'config.model.width={m.width} is not divisible by '
+    raise errors.ConfigError(f'config.model.width={m.width} is not divisible by '
                       f'config.model.num_heads={m.num_heads}')
   if m.dtype not in ('float32', 'bfloat16'):
-    raise ConfigError(f"config.model.dtype={m.dtype!r}: expected 'float32' "
+    raise errors.ConfigError(f"config.model.dtype={m.dtype!r}: expected 'float32' "
                       "or 'bfloat16'")
   return policy.PolicyConfig(
       num_levels=exp.num_levels, vocab_size=exp.vocab_size,
@@ -178,8 +175,3 @@ def fixed_subset(examples: splits.Examples, size: int,
   return splits.Examples(
       history=examples.history[rows], history_mask=examples.history_mask[rows],
       target=examples.target[rows], user=examples.user[rows])
-
-
-def errors_to_catch() -> tuple[type[Exception], ...]:
-  """Input errors the binaries report in one line (no traceback)."""
-  return (files.DataError, ConfigError)

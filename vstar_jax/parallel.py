@@ -21,7 +21,7 @@ from jax.sharding import PartitionSpec as P
 import ml_collections
 import numpy as np
 
-from vstar_jax import experiment
+from vstar_jax import errors
 
 DATA_AXIS = 'data'
 MODEL_AXIS = 'model'
@@ -40,7 +40,7 @@ def mesh_config(config: ml_collections.ConfigDict
   if 'mesh' in config:
     unknown = set(config.mesh.keys()) - set(defaults.keys())
     if unknown:
-      raise experiment.ConfigError(
+      raise errors.ConfigError(
           f'config.mesh has unknown fields {sorted(unknown)}; expected '
           f'{sorted(defaults.keys())}')
     defaults.update(config.mesh.to_dict())
@@ -57,12 +57,12 @@ def make_mesh(config: ml_collections.ConfigDict,
   devices = list(jax.devices() if devices is None else devices)
   n = len(devices)
   if not isinstance(m.model, int) or m.model < 1 or n % m.model:
-    raise experiment.ConfigError(
+    raise errors.ConfigError(
         f'config.mesh.model={m.model} must be a positive divisor of the {n} '
         'devices')
   data = n // m.model if m.data == -1 else m.data
   if not isinstance(data, int) or data < 1 or data * m.model != n:
-    raise experiment.ConfigError(
+    raise errors.ConfigError(
         f'config.mesh.data={m.data} x config.mesh.model={m.model} must equal '
         f'the {n} devices (-1: all remaining)')
   return Mesh(np.asarray(devices).reshape(data, m.model),
@@ -86,11 +86,11 @@ def check_batch_size(mesh: Mesh, batch_size: int, field: str) -> None:
   """ConfigError unless the global batch divides over the 'data' axis."""
   n = data_size(mesh)
   if batch_size % n:
-    raise experiment.ConfigError(
+    raise errors.ConfigError(
         f'config.{field}={batch_size} is not divisible by the {n} devices of '
         'the data axis (config.mesh.data)')
   if batch_size % jax.process_count():
-    raise experiment.ConfigError(
+    raise errors.ConfigError(
         f'config.{field}={batch_size} is not divisible by the '
         f'{jax.process_count()} processes')
 

@@ -1,7 +1,6 @@
 """Dataset layer: reading, splitting, batching and converting datasets."""
 from vstar_jax.data.dataset import Dataset
 from vstar_jax.data.dataset import load_dataset
-from vstar_jax.data.files import DataError
 from vstar_jax.data.pipeline import BatchIterator
 from vstar_jax.data.pipeline import batches
 from vstar_jax.data.pipeline import epoch_order

@@ -42,8 +42,8 @@ from typing import Any
 import numpy as np
 
 from vstar_jax.data import files
+from vstar_jax.errors import DataError
 
-DataError = files.DataError
 _TAG = re.compile(r'<[^>]*>')
 # Scraped pages leak script/markup into some 2018 titles.
 _JUNK = re.compile(

@@ -21,9 +21,9 @@ from typing import Any, Iterable
 import numpy as np
 
 from vstar_jax.data import files
+from vstar_jax.errors import DataError
 from vstar_jax.data import sid_index
 
-DataError = files.DataError
 TEXT_FIELDS = ('title', 'description', 'brand', 'categories')
 _CANONICAL_INT = re.compile(r'0|[1-9][0-9]*')
 

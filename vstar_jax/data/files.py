@@ -15,19 +15,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from vstar_jax.errors import DataError
+
 PathLike = str | os.PathLike[str]
-
-
-class DataError(ValueError):
-  """Bad or missing input data. str(error) is one line naming file and key.
-
-  The base of every bad-input error in vstar_jax (the sid and text packages
-  subclass it), so a binary catches this one type, prints it and exits 1.
-  """
-
-  def __init__(self, message: str):
-    # One line by contract: binaries print it as their whole error report.
-    super().__init__(str(message).replace('\r', ' ').replace('\n', ' '))
 
 
 def read_bytes(path: PathLike) -> bytes:

@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from vstar_jax import errors
 from vstar_jax.data import files
 
 LEVEL_LETTERS = string.ascii_lowercase
@@ -68,7 +69,7 @@ def parse_sid_index(raw: Any, *,
     Item id (as in the file) -> codes, all of one length L.
   """
   if not isinstance(raw, dict):
-    raise files.DataError(f'{source}: top-level value must be a JSON object, '
+    raise errors.DataError(f'{source}: top-level value must be a JSON object, '
                           f'got {type(raw).__name__}')
   parsed = {}
   first_item = None
@@ -136,7 +137,7 @@ def sid_table(sids_by_item: dict[str, tuple[int, ...]], *,
     source: file named in the error when there are no items.
   """
   if not sids_by_item:
-    raise files.DataError(f'{source}: the index has no items')
+    raise errors.DataError(f'{source}: the index has no items')
   return np.asarray(list(sids_by_item.values()), np.int32)
 
 
@@ -149,8 +150,8 @@ def codebook_sizes(codes: np.ndarray) -> tuple[int, ...]:
 
 
 def _item_error(source: files.PathLike, item: str,
-                problem: str) -> files.DataError:
-  return files.DataError(f'{source}: item {item!r}: {problem}')
+                problem: str) -> errors.DataError:
+  return errors.DataError(f'{source}: item {item!r}: {problem}')
 
 
 def _describe(value: Any) -> str:

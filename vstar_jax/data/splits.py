@@ -15,6 +15,7 @@ import dataclasses
 
 import numpy as np
 
+from vstar_jax import errors
 from vstar_jax.data import dataset as dataset_lib
 
 PAD_ITEM_IDX = -1
@@ -61,7 +62,7 @@ def leave_one_out_split(ds: dataset_lib.Dataset, *,
   short = np.flatnonzero(lengths < LOO_MIN_LENGTH)
   if short.size:
     u = int(short[0])
-    raise dataset_lib.DataError(
+    raise errors.DataError(
         f'{ds.paths["inter"]}: user {ds.user_ids[u]!r} has {lengths[u]} '
         f'interactions; leave-one-out needs at least {LOO_MIN_LENGTH}')
   users = np.arange(ds.num_users, dtype=np.int64)
@@ -91,7 +92,7 @@ def chronological_split(ds: dataset_lib.Dataset, *,
   """
   _check_max_history(max_history)
   if ds.timestamps is None:
-    raise dataset_lib.DataError(
+    raise errors.DataError(
         f'{ds.paths["inter"]}: chronological split needs timestamps but '
         f'{ds.name}.time.json[.gz] was not found beside it')
   lengths = _lengths(ds)

@@ -9,6 +9,7 @@
 """
 import numpy as np
 
+from vstar_jax import errors
 from vstar_jax.data import dataset as dataset_lib
 from vstar_jax.data import files
 
@@ -31,7 +32,7 @@ def load_item_embeddings(spec: str, ds: dataset_lib.Dataset,
     raw = files.read_json_object(path)
     missing = [item for item in ds.item_ids if item not in raw]
     if missing:
-      raise files.DataError(f'{path}: item {missing[0]!r}: no attributes '
+      raise errors.DataError(f'{path}: item {missing[0]!r}: no attributes '
                             f'({len(missing)} items missing)')
     attrs = sorted({int(a) for item in ds.item_ids for a in raw[item]})
     col = {a: j for j, a in enumerate(attrs)}
@@ -42,8 +43,8 @@ def load_item_embeddings(spec: str, ds: dataset_lib.Dataset,
   if spec.endswith('.npy'):
     arr = np.load(spec)
     if arr.ndim != 2 or arr.shape[0] != ds.num_items:
-      raise files.DataError(f'{spec}: shape {arr.shape}, expected '
+      raise errors.DataError(f'{spec}: shape {arr.shape}, expected '
                             f'[{ds.num_items}, D]')
     return _normalise(arr)
-  raise files.DataError(f"config.rl.item_embeddings={spec!r}: expected "
+  raise errors.DataError(f"config.rl.item_embeddings={spec!r}: expected "
                         "'text', 'attributes:PATH' or a .npy path")

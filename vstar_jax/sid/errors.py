@@ -4,10 +4,10 @@ Each error's str is one line naming the offending input, so binaries can print
 it as is and exit 1 without a traceback. They are `DataError`s, the project's
 one bad-input error type; index files are read by `vstar_jax.data.sid_index`.
 """
-from vstar_jax.data import files
+from vstar_jax.errors import DataError
 
 
-class SidError(files.DataError):
+class SidError(DataError):
   """Base class: bad SID input or an impossible SID request."""
 
 

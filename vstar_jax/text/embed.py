@@ -20,6 +20,7 @@ from absl import logging
 import jax
 import numpy as np
 
+from vstar_jax import errors
 from vstar_jax.data import files
 from vstar_jax.text import item_text as item_text_lib
 from vstar_jax.text import minilm
@@ -34,7 +35,7 @@ DEFAULT_BATCH_SIZE = 64
 _CACHE_FORMAT = 'vstar_jax.text.embed/v1:mean-pool+l2'
 
 
-class EmbedError(files.DataError):
+class EmbedError(errors.DataError):
   """Bad embedding input or cache file; str(error) is one line."""
 
 

