@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from launch.configs import common
 from vstar_jax import errors
 from vstar_jax import data
 from vstar_jax.benchmarking import flops
@@ -37,7 +38,7 @@ from vstar_jax import experiment
 from vstar_jax.data import files
 from vstar_jax.decoding import beam as beam_lib
 from vstar_jax.rl import rollout_compare
-from vstar_jax.train import loop
+from vstar_jax.train import evaluation
 from vstar_jax.train import recommender
 from vstar_jax.sid import trie as trie_lib
 
@@ -205,10 +206,11 @@ def _run_ved() -> tuple[dict, bytes]:
   """Rollout comparison on a trained run; returns (result, PNG bytes)."""
   if not _WORKDIR.value:
     raise _UsageError('--suite=ved needs --workdir (a launch.train run)')
-  config = loop.load_run_config(_WORKDIR.value)
+  config = evaluation.load_run_config(_WORKDIR.value, common.base_config())
   exp = experiment.load_experiment(config, _WORKDIR.value)
   model = recommender.from_config(config, exp)
-  params = loop.restore_params(config, model, _WORKDIR.value, _STAGE.value)
+  params = evaluation.restore_params(config, model, _WORKDIR.value,
+                                     _STAGE.value)
   num_levels = exp.num_levels
   budgets = (_int_list('budgets', _BUDGETS.value) if _BUDGETS.value else
              tuple(beam_lib.decode_cost(num_levels, w) for w in (16, 24, 32)))

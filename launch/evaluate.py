@@ -5,6 +5,7 @@
 
 Prints the Markdown table and writes WORKDIR/eval_<stage>_beam<K>.json.
 """
+import dataclasses
 import os
 
 from absl import app
@@ -12,9 +13,11 @@ from absl import flags
 import jax
 
 from launch import runtime
+from launch.configs import common
+from vstar_jax import errors
 from vstar_jax import experiment
 from vstar_jax.data import files
-from vstar_jax.train import loop
+from vstar_jax.train import evaluation
 from vstar_jax.train import recommender
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory.',
@@ -25,20 +28,24 @@ _BEAM = flags.DEFINE_integer('beam_width', None,
 
 
 def _evaluate():
-  config = loop.load_run_config(_WORKDIR.value)
+  config = evaluation.load_run_config(_WORKDIR.value, common.base_config())
   if _BEAM.value is not None:
-    config.eval.beam_width = _BEAM.value
+    if _BEAM.value < 1:
+      raise errors.ConfigError(f'--beam_width={_BEAM.value}: must be >= 1')
+    config = dataclasses.replace(config, eval=dataclasses.replace(
+        config.eval, beam_width=_BEAM.value))
   exp = experiment.load_experiment(config, _WORKDIR.value)
   model = recommender.from_config(config, exp)
-  params = loop.restore_params(config, model, _WORKDIR.value, _STAGE.value)
-  metrics, seconds = loop.final_evaluation(config, exp, model, params)
+  params = evaluation.restore_params(config, model, _WORKDIR.value,
+                                     _STAGE.value)
+  metrics, seconds = evaluation.final_evaluation(config, exp, model, params)
   out = {'stage': _STAGE.value, 'beam_width': config.eval.beam_width,
          'metrics': metrics, 'seconds': seconds,
-         'git_commit': loop.git_commit()}
+         'git_commit': evaluation.git_commit()}
   path = os.path.join(_WORKDIR.value, f'eval_{_STAGE.value}_beam'
                       f'{config.eval.beam_width}.json')
   files.write_json(path, out)
-  print(loop.results_table({'metrics': {_STAGE.value: metrics}}))
+  print(evaluation.results_table({'metrics': {_STAGE.value: metrics}}))
 
 
 def main(argv):

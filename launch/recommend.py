@@ -13,9 +13,10 @@ import jax
 import numpy as np
 
 from launch import runtime
+from launch.configs import common
 from vstar_jax import errors
 from vstar_jax import experiment
-from vstar_jax.train import loop
+from vstar_jax.train import evaluation
 from vstar_jax.train import recommender
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory.',
@@ -45,10 +46,9 @@ def _history_indices(exp) -> list[int]:
 
 
 def _recommend():
-  config = loop.load_run_config(_WORKDIR.value)
+  config = evaluation.load_run_config(_WORKDIR.value, common.base_config())
   if _TOP_K.value < 1:
     raise errors.ConfigError('--top_k must be >= 1')
-  config.eval.beam_width = max(_TOP_K.value, 1)
   exp = experiment.load_experiment(config, _WORKDIR.value)
   hist = _history_indices(exp)[-config.data.max_history:]
   width = config.data.max_history
@@ -57,7 +57,8 @@ def _recommend():
   history[0, width - len(hist):] = hist
   mask[0, width - len(hist):] = True
   model = recommender.from_config(config, exp)
-  params = loop.restore_params(config, model, _WORKDIR.value, _STAGE.value)
+  params = evaluation.restore_params(config, model, _WORKDIR.value,
+                                     _STAGE.value)
   rank = jax.jit(model.make_rank_fn(_TOP_K.value))
   res = jax.device_get(rank(params, exp.trie, *jax.device_put(
       (history, mask))))

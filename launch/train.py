@@ -15,11 +15,14 @@ detects, e.g. a TPU pod slice: --distributed). Every process runs the same
 command and workdir; process 0 writes logs and results.
 
 Kept short on purpose (flax examples' main.py): the logic is in
-vstar_jax.train.loop. A bad input file or config value ends the run with a
-one-line error on stderr and exit code 1. SIGTERM (preemption) saves a
+vstar_jax.train.loop. A bad input file, config value or config field ends
+the run with a one-line error on stderr ("train: error: ...") and exit code 1
+before anything is written to the work directory: the config is parsed and
+checked by vstar_jax.config, then against the devices and the data. SIGTERM (preemption) saves a
 checkpoint at the current step and exits with code 75 (EX_TEMPFAIL): rerun
 the same command to resume.
 """
+import re
 import sys
 
 from absl import app
@@ -29,6 +32,7 @@ import jax
 from ml_collections import config_flags
 
 from launch import runtime
+from vstar_jax import config as config_lib
 from vstar_jax.train import loop
 from vstar_jax.train import preemption
 
@@ -52,16 +56,48 @@ _DISTRIBUTED = flags.DEFINE_bool(
     'JAX_COORDINATOR_ADDRESS...); implied by the three flags above.')
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  jax.config.update('jax_threefry_partitionable', True)
+def _flag_error(argv: list[str], error: Exception) -> str:
+  """One line for a flag that failed to parse (e.g. an unknown field)."""
+  text = str(error)
+  if isinstance(error, (AttributeError, KeyError)):
+    # ml_collections: "'batchsize'\nDid you mean "batch_size" instead ..."
+    key = re.match(r"\W*(\w+)", text)
+    hint = re.search(r'Did you mean "(\w+)"', text)
+    for arg in argv:
+      path = arg[2:].split('=', 1)[0]
+      parts = path.split('.')
+      if arg.startswith('--config.') and key and key.group(1) in parts:
+        message = f'{path}: unknown config field'
+        if hint:
+          parts[parts.index(key.group(1))] = hint.group(1)
+          message += f'; did you mean {".".join(parts)}?'
+        return message
+  return ' '.join(text.split())
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing; a bad flag or --config.* override is one line."""
+  try:
+    return flags.FLAGS(argv)
+  except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+    print(f'train: error: {_flag_error(argv, e)}', file=sys.stderr)
+    sys.exit(1)
+
+
+def _train() -> dict:
+  config = config_lib.parse(_CONFIG.value)    # every field, checked once
   runtime.init_distributed(
       _DISTRIBUTED.value, coordinator_address=_COORDINATOR.value,
       num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
   preemption.install()
-  results = runtime.run_main('train', lambda: loop.train_and_evaluate(
-      _CONFIG.value, _WORKDIR.value))
+  return loop.train_and_evaluate(config, _WORKDIR.value)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  jax.config.update('jax_threefry_partitionable', True)
+  results = runtime.run_main('train', _train)
   if any(s.get('preempted') for s in results['stages'].values()):
     logging.warning('Exiting with code %d (preempted).', PREEMPTED_EXIT_CODE)
     sys.exit(PREEMPTED_EXIT_CODE)
@@ -69,4 +105,4 @@ def main(argv):
 
 if __name__ == '__main__':
   jax.config.config_with_absl()
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

@@ -11,16 +11,15 @@ from typing import Optional
 
 from absl import logging
 import jax
-import ml_collections
 import numpy as np
 
+from vstar_jax import config as config_lib
 from vstar_jax import errors
 from vstar_jax.data import dataset as dataset_lib
 from vstar_jax.data import files
 from vstar_jax.data import sid_index
 from vstar_jax.data import splits
 from vstar_jax.eval import ranking
-from vstar_jax.models import policy
 from vstar_jax.sid import collisions as sid_collisions
 from vstar_jax.sid import stats as sid_stats
 from vstar_jax.sid import trie as trie_lib
@@ -55,22 +54,14 @@ def _resolve(path: str) -> str:
   return os.path.abspath(os.path.expanduser(path))
 
 
-def _make_split(cfg: ml_collections.ConfigDict, ds) -> splits.Split:
-  if cfg.protocol == 'leave_one_out':
-    return splits.leave_one_out_split(ds, max_history=cfg.max_history)
-  if cfg.protocol == 'chronological':
-    return splits.chronological_split(ds, max_history=cfg.max_history)
-  raise errors.ConfigError(f'config.data.protocol={cfg.protocol!r}: expected '
-                    "'leave_one_out' or 'chronological'")
+_SPLITS = {'leave_one_out': splits.leave_one_out_split,
+           'chronological': splits.chronological_split}
 
 
-def _sid_codes(config, ds, workdir: Optional[str]) -> tuple[np.ndarray, str]:
+def _sid_codes(config: config_lib.RunConfig, ds,
+               workdir: Optional[str]) -> tuple[np.ndarray, str]:
   """SIDs from the dataset's index, or built by the SID tokenizer."""
-  # Run configs saved before the option existed have no field: 'error'.
-  policy_name = config.data.get('sid_collisions', 'error')
-  if policy_name not in ('error', 'extra_level'):
-    raise errors.ConfigError(f'config.data.sid_collisions={policy_name!r}: '
-                      "expected 'error' or 'extra_level'")
+  policy_name = config.data.sid_collisions
   if ds.sids is not None:
     colliding = sid_stats.collision_summary(ds.sids)['colliding_items']
     if not colliding:
@@ -93,7 +84,8 @@ def _sid_codes(config, ds, workdir: Optional[str]) -> tuple[np.ndarray, str]:
   return _built_sids(config, ds, workdir)
 
 
-def _built_sids(config, ds, workdir: str) -> tuple[np.ndarray, str]:
+def _built_sids(config: config_lib.RunConfig, ds,
+                workdir: str) -> tuple[np.ndarray, str]:
   """Builds SIDs with our tokenizer once per run (WORKDIR/sids/)."""
   from vstar_jax.sid import build  # pylint: disable=g-import-not-at-top
   path = os.path.join(workdir, 'sids', f'{ds.name}.index.json.gz')
@@ -122,14 +114,14 @@ def _codes_in_item_order(by_item, ds, path) -> np.ndarray:
   return np.asarray([by_item[i] for i in ds.item_ids], np.int32)
 
 
-def load_experiment(config: ml_collections.ConfigDict,
+def load_experiment(config: config_lib.RunConfig,
                     workdir: Optional[str] = None) -> Experiment:
   """Reads and validates the data of `config`; raises one-line errors."""
   data_cfg = config.data
   index = _resolve(data_cfg.index) if data_cfg.index else None
   ds = dataset_lib.load_dataset(_resolve(data_cfg.dir), data_cfg.name,
                                 index_path=index)
-  split = _make_split(data_cfg, ds)
+  split = _SPLITS[data_cfg.protocol](ds, max_history=data_cfg.max_history)
   if config.model.kind in ID_ONLY_KINDS:
     # Hits are by item index, so SID collisions cannot inflate them.
     codes, source, trie = ds.sids, ds.paths.get('index'), None
@@ -146,24 +138,6 @@ def load_experiment(config: ml_collections.ConfigDict,
   return Experiment(dataset=ds, split=split, codes=codes, trie=trie,
                     long_tail=long_tail, train_counts=counts,
                     sid_source=source)
-
-
-def policy_config(config: ml_collections.ConfigDict,
-                  exp: Experiment) -> policy.PolicyConfig:
-  """The network's static config from the run config and the catalogue."""
-  m = config.model
-  if m.width % m.num_heads:
-    raise errors.ConfigError(f'config.model.width={m.width} is not divisible by '
-                      f'config.model.num_heads={m.num_heads}')
-  if m.dtype not in ('float32', 'bfloat16'):
-    raise errors.ConfigError(f"config.model.dtype={m.dtype!r}: expected 'float32' "
-                      "or 'bfloat16'")
-  return policy.PolicyConfig(
-      num_levels=exp.num_levels, vocab_size=exp.vocab_size,
-      max_history=config.data.max_history, width=m.width,
-      num_layers=m.num_layers, num_heads=m.num_heads, mlp_ratio=m.mlp_ratio,
-      dropout_rate=m.dropout_rate, value_width=m.value_width,
-      value_grad_to_trunk=m.value_grad_to_trunk, dtype=m.dtype)
 
 
 def fixed_subset(examples: splits.Examples, size: int,

@@ -18,7 +18,6 @@ import jax
 from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
-import ml_collections
 import numpy as np
 
 from vstar_jax import errors
@@ -26,46 +25,28 @@ from vstar_jax import errors
 DATA_AXIS = 'data'
 MODEL_AXIS = 'model'
 
-# Leaves with fewer elements stay replicated under FSDP: gathering them costs
-# more latency than their memory is worth.
-DEFAULT_FSDP_MIN_SIZE = 2 ** 14
 
+def make_mesh(devices: Optional[Sequence[jax.Device]] = None, *, data: int,
+              model: int) -> Mesh:
+  """The ('data', 'model') mesh over `devices` (default: all devices).
 
-def mesh_config(config: ml_collections.ConfigDict
-                ) -> ml_collections.ConfigDict:
-  """config.mesh with defaults for run configs saved before it existed."""
-  defaults = ml_collections.ConfigDict({
-      'data': -1, 'model': 1, 'fsdp': False,
-      'fsdp_min_size': DEFAULT_FSDP_MIN_SIZE})
-  if 'mesh' in config:
-    unknown = set(config.mesh.keys()) - set(defaults.keys())
-    if unknown:
-      raise errors.ConfigError(
-          f'config.mesh has unknown fields {sorted(unknown)}; expected '
-          f'{sorted(defaults.keys())}')
-    defaults.update(config.mesh.to_dict())
-  return defaults
-
-
-def make_mesh(config: ml_collections.ConfigDict,
-              devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
-  """The ('data', 'model') mesh of config.mesh over `devices` (default all).
-
-  config.mesh.data = -1 takes every device that config.mesh.model leaves.
+  Args:
+    devices: the devices, in process order.
+    data: devices on the 'data' axis; -1 takes every device `model` leaves.
+    model: devices on the 'model' axis (config.mesh.model).
   """
-  m = mesh_config(config)
   devices = list(jax.devices() if devices is None else devices)
   n = len(devices)
-  if not isinstance(m.model, int) or m.model < 1 or n % m.model:
+  if model < 1 or n % model:
     raise errors.ConfigError(
-        f'config.mesh.model={m.model} must be a positive divisor of the {n} '
+        f'config.mesh.model={model} must be a positive divisor of the {n} '
         'devices')
-  data = n // m.model if m.data == -1 else m.data
-  if not isinstance(data, int) or data < 1 or data * m.model != n:
+  size = n // model if data == -1 else data
+  if size < 1 or size * model != n:
     raise errors.ConfigError(
-        f'config.mesh.data={m.data} x config.mesh.model={m.model} must equal '
+        f'config.mesh.data={data} x config.mesh.model={model} must equal '
         f'the {n} devices (-1: all remaining)')
-  return Mesh(np.asarray(devices).reshape(data, m.model),
+  return Mesh(np.asarray(devices).reshape(size, model),
               (DATA_AXIS, MODEL_AXIS))
 
 
@@ -112,11 +93,13 @@ def fsdp_spec(shape: Sequence[int], axis_size: int, min_size: int) -> P:
 
 
 def tree_shardings(mesh: Mesh, abstract_tree: Any, *, fsdp: bool,
-                   fsdp_min_size: int = DEFAULT_FSDP_MIN_SIZE) -> Any:
+                   fsdp_min_size: int) -> Any:
   """NamedShardings for a pytree of arrays / ShapeDtypeStructs.
 
   The rule depends on a leaf's shape only, so optimizer moments get the
-  sharding of their parameter.
+  sharding of their parameter. With FSDP, leaves of fewer than
+  `fsdp_min_size` elements stay replicated: gathering them costs more
+  latency than their memory is worth.
   """
   def one(leaf):
     if not fsdp:
@@ -124,14 +107,6 @@ def tree_shardings(mesh: Mesh, abstract_tree: Any, *, fsdp: bool,
     return NamedSharding(mesh, fsdp_spec(leaf.shape, data_size(mesh),
                                          fsdp_min_size))
   return jax.tree_util.tree_map(one, abstract_tree)
-
-
-def state_shardings(config: ml_collections.ConfigDict, mesh: Mesh,
-                    abstract_tree: Any) -> Any:
-  """tree_shardings with config.mesh's FSDP settings."""
-  m = mesh_config(config)
-  return tree_shardings(mesh, abstract_tree, fsdp=m.fsdp,
-                        fsdp_min_size=m.fsdp_min_size)
 
 
 def create_sharded(fn: Callable[..., Any], shardings_of: Callable[[Any], Any],

@@ -19,7 +19,6 @@ def set_model_size(config: ml_collections.ConfigDict, size: str) -> None:
     raise ValueError(f'model size {size!r}: expected one of '
                      f'{sorted(MODEL_SIZES)}')
   width, layers, heads, mlp = MODEL_SIZES[size]
-  config.model.size = size
   config.model.width = width
   config.model.num_layers = layers
   config.model.num_heads = heads
@@ -40,6 +39,8 @@ def base_config() -> ml_collections.ConfigDict:
   # > 0: stop after this many optimizer steps in this invocation, with a
   # checkpoint (job time limits, resume tests); rerun to continue.
   config.stop_after_steps = 0
+  # A label only (results.json), set by launch/configs/ablation.py.
+  config.ablation = ''
 
   config.data = ml_collections.ConfigDict()
   config.data.dir = 'testdata/movielens'
@@ -64,7 +65,6 @@ def base_config() -> ml_collections.ConfigDict:
 
   config.model = ml_collections.ConfigDict()
   config.model.kind = 'sid'                # generative SID policy; 'sasrec'
-  config.model.size = 'cpu'                # informational; see MODEL_SIZES
   config.model.width = 128
   config.model.num_layers = 2
   config.model.num_heads = 4
@@ -112,7 +112,12 @@ def base_config() -> ml_collections.ConfigDict:
   config.rl.reward = 'ranking'             # 'ranking' | 'exact' | 'prefix'
   config.rl.grpo_weight = 1.0
   config.rl.sibling_alpha = 1.0            # 0: plain GRPO
+  # Sibling groups whose rewards' std is below this get no J_sib (0: off).
+  config.rl.sibling_min_std = 0.0
   config.rl.clip_eps = 0.2
+  # K optimizer steps on each rollout batch (one jitted lax.scan); with K > 1
+  # the ratio to the rollout policy moves and clip_eps acts. 1: the paper.
+  config.rl.updates_per_rollout = 1
   config.rl.kl_beta = 1e-3
   config.rl.value_coef = 0.5               # 0: no value training
   config.rl.gamma = 0.99

@@ -16,7 +16,6 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 
@@ -102,7 +101,8 @@ def _steps(w: Workload, mesh, *, fsdp: bool):
   state, sharding = parallel.create_sharded(
       lambda key: state_lib.TrainState.create(policy.init_params(w.cfg, key),
                                               tx),
-      lambda a: parallel.tree_shardings(mesh, a, fsdp=fsdp),
+      lambda a: parallel.tree_shardings(mesh, a, fsdp=fsdp,
+                                          fsdp_min_size=2 ** 14),
       jax.random.key(0))
   repl = parallel.replicated(mesh)
   rng = np.random.default_rng(2)
@@ -129,7 +129,7 @@ def time_steps_on_mesh(w: Workload, devices, *, fsdp: bool, num_steps: int
   Every timed step gets its own global batch (placed before timing) and
   runs under transfer_guard('disallow'); the state is threaded through.
   """
-  mesh = parallel.make_mesh(ml_collections.ConfigDict(), devices)
+  mesh = parallel.make_mesh(devices, data=-1, model=1)
   state, sft_step, rl_step, trie, emb, key, reference, traces = _steps(
       w, mesh, fsdp=fsdp)
   out = {'num_devices': len(devices), 'fsdp': fsdp}
@@ -166,7 +166,7 @@ def flops_per_example(w: Workload) -> dict[str, float]:
   VED rollout's extra tokens (its budget minus that) are added analytically
   at the per-token cost of the beam's deepest level.
   """
-  mesh = parallel.make_mesh(ml_collections.ConfigDict(), jax.devices()[:1])
+  mesh = parallel.make_mesh(jax.devices()[:1], data=-1, model=1)
   beam_w = dataclasses.replace(w, rollout='beam')
   state, sft_step, rl_step, trie, emb, key, reference, _ = _steps(
       beam_w, mesh, fsdp=False)

@@ -39,15 +39,15 @@ class PolicyConfig:
   """Static architecture of the policy/value network."""
   num_levels: int                # L
   vocab_size: int                # V, codes per level (max over levels)
-  max_history: int = 20          # T
-  width: int = 128               # D
-  num_layers: int = 2
-  num_heads: int = 4
-  mlp_ratio: int = 4
-  dropout_rate: float = 0.1
-  value_width: int = 128
-  value_grad_to_trunk: bool = True
-  dtype: str = 'float32'         # compute dtype; parameters stay float32
+  max_history: int               # T
+  width: int                     # D
+  num_layers: int
+  num_heads: int
+  mlp_ratio: int
+  dropout_rate: float
+  value_width: int
+  value_grad_to_trunk: bool
+  dtype: str                     # compute dtype; parameters stay float32
 
   @property
   def head_dim(self) -> int:

@@ -28,12 +28,12 @@ ROLLOUT_KINDS = ('ved', 'beam', 'sample')
 
 @dataclasses.dataclass(frozen=True)
 class RolloutConfig:
-  """Static rollout settings."""
-  kind: str = 'ved'
-  num_candidates: int = 16        # G
-  beam_width: int = 16            # W for kind='beam' (>= G)
-  temperature: float = 1.0        # sampling and VED child sampling
-  ved: search.VedConfig = search.VedConfig(budget=66)
+  """Static rollout settings (built by vstar_jax.config.rollout_config)."""
+  kind: str
+  num_candidates: int             # G
+  beam_width: int                 # W for kind='beam' (>= G)
+  temperature: float              # sampling and VED child sampling
+  ved: search.VedConfig
 
   def validate(self, num_levels: int) -> None:
     if self.kind not in ROLLOUT_KINDS:

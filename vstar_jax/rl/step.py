@@ -30,16 +30,18 @@ from vstar_jax.ved import search
 
 @dataclasses.dataclass(frozen=True)
 class RLConfig:
-  """Static objective settings."""
-  reward: str = 'ranking'            # 'ranking' | 'exact' | 'prefix'
-  grpo_weight: float = 1.0           # weight of J_GRPO
-  sibling_alpha: float = 1.0         # alpha of J_sib (0: plain GRPO)
-  clip_eps: float = 0.2
-  kl_beta: float = 1e-3
-  value_coef: float = 0.5            # c_V (0: no value training)
-  gamma: float = 0.99
-  step_weights: tuple[float, ...] = (0.3, 0.5, 1.0)   # w_l, one per level
-  value_warmup_steps: int = 0        # first steps train the value head only
+  """Static objective settings (built by vstar_jax.config.rl_config)."""
+  reward: str                        # 'ranking' | 'exact' | 'prefix'
+  grpo_weight: float                 # weight of J_GRPO
+  sibling_alpha: float               # alpha of J_sib (0: plain GRPO)
+  sibling_min_std: float             # sibling groups below this std: no J_sib
+  clip_eps: float
+  updates_per_rollout: int           # K optimizer steps per rollout batch
+  kl_beta: float
+  value_coef: float                  # c_V (0: no value training)
+  gamma: float
+  step_weights: tuple[float, ...]    # w_l, one per level
+  value_warmup_steps: int            # first steps train the value head only
 
 
 def value_param_label(params) -> dict:

@@ -8,8 +8,7 @@ import dataclasses
 import functools
 from typing import Any, Callable
 
-import ml_collections
-
+from vstar_jax import config as config_lib
 from vstar_jax import errors
 from vstar_jax import experiment as experiment_lib
 from vstar_jax.eval import evaluate as evaluate_lib
@@ -36,10 +35,11 @@ class Recommender:
   net: Any = None
 
 
-def sid_recommender(config: ml_collections.ConfigDict,
+def sid_recommender(config: config_lib.RunConfig,
                     exp: experiment_lib.Experiment) -> Recommender:
   """The generative SID policy (spec sections 3-4)."""
-  net = policy.PolicyValueNet(experiment_lib.policy_config(config, exp))
+  net = policy.PolicyValueNet(config_lib.policy_config(
+      config, num_levels=exp.num_levels, vocab_size=exp.vocab_size))
   return Recommender(
       kind='sid',
       init=functools.partial(policy.init_params, net.cfg),
@@ -51,28 +51,11 @@ def sid_recommender(config: ml_collections.ConfigDict,
       net=net)
 
 
-def sasrec_config(config: ml_collections.ConfigDict,
-                  exp: experiment_lib.Experiment) -> sasrec.SasrecConfig:
-  """SASRec's static config from the run config and the catalogue."""
-  m = config.model
-  if m.width % m.num_heads:
-    raise errors.ConfigError(
-        f'config.model.width={m.width} is not divisible by '
-        f'config.model.num_heads={m.num_heads}')
-  if m.dtype not in ('float32', 'bfloat16'):
-    raise errors.ConfigError(
-        f"config.model.dtype={m.dtype!r}: expected 'float32' or 'bfloat16'")
-  return sasrec.SasrecConfig(
-      num_items=exp.dataset.num_items, max_history=config.data.max_history,
-      width=m.width, num_layers=m.num_layers, num_heads=m.num_heads,
-      inner_width=m.width * m.mlp_ratio, hidden_dropout_rate=m.dropout_rate,
-      attn_dropout_rate=m.attn_dropout_rate, dtype=m.dtype)
-
-
-def sasrec_recommender(config: ml_collections.ConfigDict,
+def sasrec_recommender(config: config_lib.RunConfig,
                        exp: experiment_lib.Experiment) -> Recommender:
   """SASRec, the ID-based baseline (full softmax over item ids)."""
-  net = sasrec.SASRec(sasrec_config(config, exp))
+  net = sasrec.SASRec(config_lib.sasrec_config(
+      config, num_items=exp.dataset.num_items))
 
   def make_rank_fn(list_len: int):
     if list_len > net.cfg.num_items:
@@ -95,11 +78,8 @@ def sasrec_recommender(config: ml_collections.ConfigDict,
               'already in the history are NOT masked')
 
 
-def from_config(config: ml_collections.ConfigDict,
+def from_config(config: config_lib.RunConfig,
                 exp: experiment_lib.Experiment) -> Recommender:
+  """The model family of config.model.kind (checked by config.parse)."""
   kinds = {'sid': sid_recommender, 'sasrec': sasrec_recommender}
-  if config.model.kind not in kinds:
-    raise errors.ConfigError(
-        f'config.model.kind={config.model.kind!r}: expected one of '
-        f'{sorted(kinds)}')
   return kinds[config.model.kind](config, exp)

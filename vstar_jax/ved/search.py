@@ -55,12 +55,14 @@ DecodeTree = tree_lib.DecodeTree
 class VedConfig:
   """Static VED settings."""
   budget: int                  # decoder tokens per user (Eq. 10)
-  init_beam: int = 8           # B0
-  num_candidates: int = 16     # G
-  lam: float = 0.1             # lambda, entropy weight in G (Eq. 11)
-  beta: float = 1.0            # UCB exploration weight (Eq. 13)
-  temperature: float = 1.0     # tau for sampling the expanded child
-  max_iters_factor: int = 4    # loop bound = factor * (budget - init cost)
+  init_beam: int               # B0
+  num_candidates: int          # G
+  lam: float                   # lambda, entropy weight in G (Eq. 11)
+  beta: float                  # UCB exploration weight (Eq. 13)
+  temperature: float           # tau for sampling the expanded child
+  # Loop bound = factor * (budget - init cost): an implementation safety
+  # margin, not a run setting.
+  max_iters_factor: int = 4
 
   def init_cost(self, num_levels: int) -> int:
     return 1 + num_levels * self.init_beam
