@@ -153,7 +153,8 @@ def _run() -> dict:
       num_levels=trie.num_levels, vocab_size=trie.vocab_size,
       max_history=_MAX_HISTORY.value, width=_WIDTH.value,
       num_layers=_NUM_LAYERS.value, num_heads=_NUM_HEADS.value,
-      dropout_rate=_DROPOUT.value)
+      dropout_rate=_DROPOUT.value,
+      mlp_ratio=4, value_width=128, value_grad_to_trunk=True, dtype='float32')
   setup = (f'{ds.name}: {ds.num_items:,} items, L={trie.num_levels}, '
            f'V={trie.vocab_size} ({ds.paths["index"]}); model width '
            f'{cfg.width}, {cfg.num_layers} layers, {cfg.num_heads} heads, '

@@ -47,7 +47,9 @@ _TRAIN_EXAMPLES = flags.DEFINE_integer(
 # The timing model: small enough for CPU; Beauty-shaped SIDs.
 _TIMING_CFG = policy.PolicyConfig(num_levels=4, vocab_size=256,
                                   max_history=20, width=64, num_layers=2,
-                                  num_heads=4, value_width=64)
+                                  num_heads=4, value_width=64,
+                                  mlp_ratio=4, dropout_rate=0.1,
+                                  value_grad_to_trunk=True, dtype='float32')
 # name -> (width, layers, heads, mlp ratio); 'tiger' is common.MODEL_SIZES'.
 _ESTIMATE_SIZES = {'tiger': (128, 6, 4, 8), '100m': (768, 14, 12, 4)}
 

@@ -13,7 +13,9 @@ from vstar_jax.sid import trie as trie_lib
 
 CFG = policy.PolicyConfig(num_levels=3, vocab_size=4, max_history=5,
                           width=32, num_layers=1, num_heads=2,
-                          dropout_rate=0.0, value_width=8)
+                          dropout_rate=0.0, value_width=8,
+                          mlp_ratio=4, value_grad_to_trunk=True,
+                          dtype='float32')
 
 
 @pytest.fixture(scope='module')

@@ -22,6 +22,12 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / 'shared' / 'data'
 
 
+def pytest_configure(config):
+  # Idempotent: registering a marker twice is harmless.
+  config.addinivalue_line(
+      'markers', 'slow: spawns launch.* binaries or trains end to end')
+
+
 @pytest.fixture(scope='session')
 def shared_data() -> pathlib.Path:
   """Path to ../shared/data; CI (VSTAR_REQUIRE_SHARED_DATA=1) requires it."""

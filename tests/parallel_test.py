@@ -11,7 +11,6 @@ import functools
 import chex
 import jax
 from jax.sharding import PartitionSpec as P
-import ml_collections
 import numpy as np
 import optax
 import pytest
@@ -29,17 +28,15 @@ from vstar_jax.ved import search
 
 CFG = policy.PolicyConfig(num_levels=3, vocab_size=4, max_history=4,
                           width=16, num_layers=1, num_heads=2,
-                          dropout_rate=0.1, value_width=8)
+                          dropout_rate=0.1, value_width=8,
+                          mlp_ratio=4, value_grad_to_trunk=True,
+                          dtype='float32')
 BATCH = 8
 # Small enough that the embedding, attention and MLP kernels get split.
 FSDP_MIN_SIZE = 64
 MESHES = {'one_device': (1, False), 'data_parallel': (8, False),
           'fsdp': (8, True)}
 RL_MESHES = ('one_device', 'fsdp')
-
-
-def _mesh_config(**fields):
-  return ml_collections.ConfigDict({'mesh': fields})
 
 
 @pytest.fixture(scope='module')
@@ -76,8 +73,7 @@ def _adamw():
 
 def _setup(name, tx):
   num_devices, fsdp = MESHES[name]
-  mesh = parallel.make_mesh(_mesh_config(data=-1),
-                            jax.devices()[:num_devices])
+  mesh = parallel.make_mesh(jax.devices()[:num_devices], data=-1, model=1)
   state, sharding = parallel.create_sharded(
       lambda key: state_lib.TrainState.create(
           policy.init_params(CFG, key), tx),
@@ -112,11 +108,19 @@ def _run_rl(toy, name):
                       out_shardings=sharding.params)(state.params)
   rollout_cfg = rollout_lib.RolloutConfig(
       kind='ved', num_candidates=4, beam_width=4,
-      ved=search.VedConfig(budget=12, init_beam=2, num_candidates=4))
+      ved=search.VedConfig(budget=12, init_beam=2, num_candidates=4,
+                           lam=0.1, beta=1.0, temperature=1.0),
+      temperature=1.0)
   traces = []
   step = loop.jit_rl_step(_counted(
       rl_step_lib.make_rl_step(policy.PolicyValueNet(CFG), rollout_cfg,
-                               rl_step_lib.RLConfig()), traces), mesh,
+                               rl_step_lib.RLConfig(
+                                   reward='ranking', grpo_weight=1.0,
+                                   sibling_alpha=1.0, sibling_min_std=0.0,
+                                   clip_eps=0.2, updates_per_rollout=1,
+                                   kl_beta=1e-3, value_coef=0.5, gamma=0.99,
+                                   step_weights=(0.3, 0.5, 1.0),
+                                   value_warmup_steps=0)), traces), mesh,
                           sharding)
   repl = parallel.replicated(mesh)
   trie, emb, key = parallel.host_to_global(
@@ -193,26 +197,24 @@ def test_fsdp_spec_picks_largest_divisible_dimension():
 
 
 def test_make_mesh_shapes_and_errors():
-  mesh = parallel.make_mesh(_mesh_config(data=-1, model=2))
+  mesh = parallel.make_mesh(data=-1, model=2)
   assert dict(mesh.shape) == {'data': 4, 'model': 2}
-  assert dict(parallel.make_mesh(ml_collections.ConfigDict()).shape) == {
+  assert dict(parallel.make_mesh(data=-1, model=1).shape) == {
       'data': 8, 'model': 1}
   cases = {
       'config.mesh.data=3 x config.mesh.model=1 must equal the 8 devices '
-      '(-1: all remaining)': dict(data=3),
+      '(-1: all remaining)': dict(data=3, model=1),
       'config.mesh.model=3 must be a positive divisor of the 8 devices':
-          dict(model=3),
-      "config.mesh has unknown fields ['fdsp']; expected ['data', "
-      "'fsdp', 'fsdp_min_size', 'model']": dict(fdsp=True),
+          dict(data=-1, model=3),
   }
   for message, fields in cases.items():
     with pytest.raises(errors.ConfigError) as e:
-      parallel.make_mesh(_mesh_config(**fields))
+      parallel.make_mesh(**fields)
     assert str(e.value) == message
 
 
 def test_batch_size_must_divide_data_axis():
-  mesh = parallel.make_mesh(_mesh_config(data=4, model=2))
+  mesh = parallel.make_mesh(data=4, model=2)
   parallel.check_batch_size(mesh, 12, 'sft.batch_size')
   with pytest.raises(errors.ConfigError) as e:
     parallel.check_batch_size(mesh, 10, 'sft.batch_size')

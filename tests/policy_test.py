@@ -11,7 +11,9 @@ from vstar_jax.models import policy
 
 CFG = policy.PolicyConfig(num_levels=3, vocab_size=8, max_history=6,
                           width=32, num_layers=2, num_heads=4,
-                          dropout_rate=0.0, value_width=16)
+                          dropout_rate=0.0, value_width=16,
+                          mlp_ratio=4, value_grad_to_trunk=True,
+                          dtype='float32')
 
 
 def _batch(seed=0, batch=3):

@@ -15,7 +15,9 @@ from vstar_jax.ved import search
 
 CFG = policy.PolicyConfig(num_levels=3, vocab_size=4, max_history=4,
                           width=16, num_layers=1, num_heads=2,
-                          dropout_rate=0.0, value_width=8)
+                          dropout_rate=0.0, value_width=8,
+                          mlp_ratio=4, value_grad_to_trunk=True,
+                          dtype='float32')
 
 
 @pytest.fixture(scope='module')
@@ -53,8 +55,15 @@ def test_rl_step_traces_once_and_is_finite(setup, kind):
   net = policy.PolicyValueNet(CFG)
   rollout_cfg = rollout_lib.RolloutConfig(
       kind=kind, num_candidates=4, beam_width=4,
-      ved=search.VedConfig(budget=12, init_beam=2, num_candidates=4))
-  cfg = rl_step_lib.RLConfig(value_warmup_steps=1)
+      ved=search.VedConfig(budget=12, init_beam=2, num_candidates=4,
+                           lam=0.1, beta=1.0, temperature=1.0),
+      temperature=1.0)
+  cfg = rl_step_lib.RLConfig(value_warmup_steps=1,
+                             reward='ranking', grpo_weight=1.0,
+                             sibling_alpha=1.0, sibling_min_std=0.0,
+                             clip_eps=0.2, updates_per_rollout=1, kl_beta=1e-3,
+                             value_coef=0.5, gamma=0.99,
+                             step_weights=(0.3, 0.5, 1.0))
   chex.clear_trace_counter()
   step = jax.jit(chex.assert_max_traces(n=1)(
       rl_step_lib.make_rl_step(net, rollout_cfg, cfg)), donate_argnums=0)
@@ -85,7 +94,11 @@ def test_policy_loss_gradient_raises_rewarded_token(setup):
       mask=jnp.ones((4, 4), bool),
       cost=jnp.zeros(4, jnp.int32))
   cfg = rl_step_lib.RLConfig(reward='exact', sibling_alpha=0.0,
-                             kl_beta=0.0, value_coef=0.0)
+                             kl_beta=0.0, value_coef=0.0,
+                             grpo_weight=1.0, sibling_min_std=0.0,
+                             clip_eps=0.2, updates_per_rollout=1, gamma=0.99,
+                             step_weights=(0.3, 0.5, 1.0),
+                             value_warmup_steps=0)
   loss = lambda p: rl_step_lib.rl_loss(p, params, b, cands, emb, trie,
                                        jnp.float32(1.), net=net, cfg=cfg)[0]
   grads = jax.jit(jax.grad(loss))(params)

@@ -15,7 +15,9 @@ from vstar_jax.ved import search
 
 CFG = policy.PolicyConfig(num_levels=3, vocab_size=5, max_history=4,
                           width=32, num_layers=1, num_heads=2,
-                          dropout_rate=0.0, value_width=8)
+                          dropout_rate=0.0, value_width=8,
+                          mlp_ratio=4, value_grad_to_trunk=True,
+                          dtype='float32')
 
 
 @pytest.fixture(scope='module')
@@ -41,7 +43,9 @@ def test_groups_valid_and_costs(setup, kind):
   sids = setup[0]
   cfg = rollout_lib.RolloutConfig(
       kind=kind, num_candidates=6, beam_width=8,
-      ved=search.VedConfig(budget=20, init_beam=2, num_candidates=6))
+      ved=search.VedConfig(budget=20, init_beam=2, num_candidates=6,
+                           lam=0.1, beta=1.0, temperature=1.0),
+      temperature=1.0)
   cands = _run(setup, cfg)
   items = np.asarray(cands.items)
   mask = np.asarray(cands.mask)
@@ -71,7 +75,9 @@ def test_ved_node_values_equal_teacher_forcing(setup):
     return search.ved_search(evaluate, trie, jax.random.key(2), batch=3,
                              cache_like=cache_like,
                              cfg=search.VedConfig(budget=20, init_beam=2,
-                                                  num_candidates=6))
+                                                  num_candidates=6,
+                                                  lam=0.1, beta=1.0,
+                                                  temperature=1.0))
   cands, _ = run(params)
 
   @jax.jit

@@ -10,6 +10,7 @@ import pytest
 from launch.configs import sasrec_movielens
 from launch.configs import smoke
 from tests import conftest
+from vstar_jax import config as config_lib
 from vstar_jax import errors
 from vstar_jax import experiment
 from vstar_jax.models import sasrec
@@ -144,7 +145,7 @@ def _toy_config(data_dir, **model):
   config.model.kind = 'sasrec'
   for key, value in model.items():
     config.model[key] = value
-  return config
+  return config_lib.parse(config)
 
 
 def test_train_and_evaluate_toy_without_sids(tmp_path):
@@ -171,8 +172,7 @@ def test_experiment_sids_optional_for_sasrec_only(tmp_path):
   data = tmp_path / 'data'
   data.mkdir()
   shutil.copy(toy / 'toy.inter.json', data)
-  sid_config = _toy_config(data)
-  sid_config.model.kind = 'sid'
+  sid_config = _toy_config(data, kind='sid')
   with pytest.raises(errors.ConfigError, match='has no SID index'):
     experiment.load_experiment(sid_config)
 
@@ -180,6 +180,7 @@ def test_experiment_sids_optional_for_sasrec_only(tmp_path):
 def test_movielens_config_builds(tmp_path):
   config = sasrec_movielens.get_config()
   config.data.dir = str(conftest.REPO_ROOT / config.data.dir)
+  config = config_lib.parse(config)
   exp = experiment.load_experiment(config)
   model = recommender.from_config(config, exp)
   assert model.kind == 'sasrec' and exp.codes is None

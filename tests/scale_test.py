@@ -5,7 +5,10 @@ import pytest
 from vstar_jax.benchmarking import scale
 from vstar_jax.models import policy
 
-CFG = policy.PolicyConfig(num_levels=3, vocab_size=8, max_history=5)
+CFG = policy.PolicyConfig(num_levels=3, vocab_size=8, max_history=5,
+                          width=128, num_layers=2, num_heads=4, mlp_ratio=4,
+                          dropout_rate=0.1, value_width=128,
+                          value_grad_to_trunk=True, dtype='float32')
 
 
 def test_estimate_is_peak_times_utilisation_over_flops():

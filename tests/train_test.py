@@ -14,6 +14,7 @@ from launch.configs import smoke
 from tests import conftest
 from vstar_jax import errors
 from vstar_jax import checkpointing
+from vstar_jax import config as config_lib
 from vstar_jax import experiment
 from vstar_jax.models import policy
 from vstar_jax.train import loop
@@ -21,7 +22,8 @@ from vstar_jax.train import sft
 from vstar_jax.train import state as state_lib
 
 
-def _smoke_config(**overrides):
+def _smoke_dict(**overrides):
+  """The smoke ConfigDict with absolute data paths and `overrides`."""
   config = smoke.get_config()
   config.data.dir = str(conftest.REPO_ROOT / config.data.dir)
   config.data.index = str(conftest.REPO_ROOT / config.data.index)
@@ -35,11 +37,16 @@ def _smoke_config(**overrides):
   return config
 
 
+def _smoke_config(**overrides) -> config_lib.RunConfig:
+  return config_lib.parse(_smoke_dict(**overrides))
+
+
 @pytest.fixture(scope='module')
 def toy():
   config = _smoke_config()
   exp = experiment.load_experiment(config)
-  net = policy.PolicyValueNet(experiment.policy_config(config, exp))
+  net = policy.PolicyValueNet(config_lib.policy_config(
+      config, num_levels=exp.num_levels, vocab_size=exp.vocab_size))
   batch = {
       'history': jnp.asarray(exp.split.train.history[:16]),
       'history_mask': jnp.asarray(exp.split.train.history_mask[:16]),
@@ -153,7 +160,7 @@ def test_binary_smoke_and_bad_config(tmp_path):
   assert bad.stderr.strip().splitlines()[-1] == (
       'train: error: config.model.width=32 is not divisible by '
       'config.model.num_heads=3')
-  assert not (tmp_path / 'b' / 'results.json').exists()
+  assert not (tmp_path / 'b').exists()
 
 
 def test_colliding_index_is_rejected(tmp_path):
@@ -164,17 +171,15 @@ def test_colliding_index_is_rejected(tmp_path):
   index = json.loads((src / 'toy.index.json').read_text())
   index['1'] = index['0']                      # items 0 and 1 collide
   (tmp_path / 'toy.index.json').write_text(json.dumps(index))
-  config = _smoke_config()
-  config.data.dir = str(tmp_path)
-  config.data.index = str(tmp_path / 'toy.index.json')
+  paths = {'data.dir': str(tmp_path),
+           'data.index': str(tmp_path / 'toy.index.json')}
   with pytest.raises(errors.ConfigError, match='2 items share an SID'):
-    experiment.load_experiment(config)
-  config.data.sid_collisions = 'bogus'
+    experiment.load_experiment(_smoke_config(**paths))
   with pytest.raises(errors.ConfigError, match='sid_collisions'):
-    experiment.load_experiment(config)
+    _smoke_config(**paths, **{'data.sid_collisions': 'bogus'})
   # TIGER's remedy: one more level, so both items stay distinct and reachable.
-  config.data.sid_collisions = 'extra_level'
-  exp = experiment.load_experiment(config)
+  exp = experiment.load_experiment(
+      _smoke_config(**paths, **{'data.sid_collisions': 'extra_level'}))
   original = exp.dataset.sids
   assert exp.codes.shape == (original.shape[0], original.shape[1] + 1)
   np.testing.assert_array_equal(exp.codes[:, :-1], original)

@@ -74,7 +74,8 @@ def test_matches_python_reference(seed):
 def test_invariants_budget_valid_distinct():
   sids = _random_catalogue(7, 200, 3, 8)
   trie = trie_lib.build_trie(sids, vocab_size=8)
-  cfg = search.VedConfig(budget=40, init_beam=4, num_candidates=16)
+  cfg = search.VedConfig(budget=40, init_beam=4, num_candidates=16,
+                         lam=0.1, beta=1.0, temperature=1.0)
   cands, tree = _run(trie, cfg, jax.random.key(3), 5)
   assert (np.asarray(cands.cost) <= cfg.budget).all()
   assert (np.asarray(tree.live).sum(1) == np.asarray(cands.cost)).all()
@@ -92,7 +93,8 @@ def test_single_child_and_tied_values_no_nan():
   # A chain catalogue: every prefix has one valid child, except the root.
   sids = np.array([[0, 0, 0], [1, 0, 0]], np.int32)
   trie = trie_lib.build_trie(sids, vocab_size=3)
-  cfg = search.VedConfig(budget=10, init_beam=1, num_candidates=4)
+  cfg = search.VedConfig(budget=10, init_beam=1, num_candidates=4,
+                         lam=0.1, beta=1.0, temperature=1.0)
   cands, tree = _run(trie, cfg, jax.random.key(0), 2, tie_values=True)
   chex.assert_tree_all_finite((tree.value, tree.entropy, cands.logp))
   assert np.asarray(cands.mask).sum(1).tolist() == [2, 2]
@@ -104,7 +106,8 @@ def test_batch_elements_independent():
   # other users: the same user keys in a batch of 1 give the same tree.
   sids = _random_catalogue(11, 60, 3, 5)
   trie = trie_lib.build_trie(sids, vocab_size=5)
-  cfg = search.VedConfig(budget=25, init_beam=2, num_candidates=6)
+  cfg = search.VedConfig(budget=25, init_beam=2, num_candidates=6,
+                         lam=0.1, beta=1.0, temperature=1.0)
   key = jax.random.key(5)
   _, tree4 = _run(trie, cfg, key, 4)
   ref = ved_reference.reference_ved(sids, 5, cfg, key, 4)
@@ -168,4 +171,5 @@ def test_selection_and_gate_hand_computed():
 
 def test_budget_below_init_cost_is_an_error():
   with pytest.raises(ValueError, match='init beam cost'):
-    search.VedConfig(budget=10, init_beam=4).validate(3)
+    search.VedConfig(budget=10, init_beam=4, num_candidates=16, lam=0.1,
+                     beta=1.0, temperature=1.0).validate(3)

@@ -9,7 +9,7 @@ constraints. A field is one line: `name: type = _field(check, ...)`.
 
 Checks that need the data or the devices run as soon as those are known,
 before anything is written: `check_levels` (SID depth L) and
-`check_batch_sizes` (data-axis size). The `*_config` functions at the end
+`check_batch_sizes` (the mesh). The `*_config` functions at the end
 build the library's static configs (policy, SASRec, rollout, RL objective)
 from a parsed RunConfig; nothing else translates config fields.
 
@@ -22,9 +22,11 @@ import math
 import typing
 from typing import Any, Callable, Optional
 
+import jax
 import ml_collections
 
 from vstar_jax import errors
+from vstar_jax import parallel
 from vstar_jax.data import sid_index
 from vstar_jax.decoding import beam as beam_lib
 from vstar_jax.models import policy
@@ -380,21 +382,12 @@ def check_levels(cfg: RunConfig, num_levels: int) -> None:
   rollout_config(cfg, num_levels)    # VED budget vs. its init beam cost
 
 
-def check_batch_sizes(cfg: RunConfig, data_size: int,
-                      process_count: int) -> None:
+def check_batch_sizes(cfg: RunConfig, mesh: jax.sharding.Mesh) -> None:
   """Every batch the run splits must divide over the data axis and hosts."""
-  sizes = {'eval.batch_size': cfg.eval.batch_size}
   for stage in cfg.stage_list:
-    sizes[f'{stage}.batch_size'] = getattr(cfg, stage).batch_size
-  for name, size in sizes.items():
-    if size % data_size:
-      raise errors.ConfigError(
-          f'config.{name}={size} is not divisible by the {data_size} '
-          'devices of the data axis (config.mesh.data)')
-    if size % process_count:
-      raise errors.ConfigError(
-          f'config.{name}={size} is not divisible by the {process_count} '
-          'processes')
+    parallel.check_batch_size(mesh, getattr(cfg, stage).batch_size,
+                              f'{stage}.batch_size')
+  parallel.check_batch_size(mesh, cfg.eval.batch_size, 'eval.batch_size')
 
 
 # -- the library's static configs --------------------------------------------

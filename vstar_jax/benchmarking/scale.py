@@ -83,7 +83,9 @@ def _rollout_cfg(w: Workload) -> rollout_lib.RolloutConfig:
       kind=w.rollout, num_candidates=w.num_candidates,
       beam_width=w.num_candidates,
       ved=search.VedConfig(budget=budget, init_beam=w.ved_init_beam,
-                           num_candidates=w.num_candidates))
+                           num_candidates=w.num_candidates,
+                           lam=0.1, beta=1.0, temperature=1.0),
+      temperature=1.0)
 
 
 def _counted(fn: Callable, traces: list) -> Callable:
@@ -117,7 +119,12 @@ def _steps(w: Workload, mesh, *, fsdp: bool):
   rl_step = loop.jit_rl_step(
       _counted(rl_step_lib.make_rl_step(
           net, _rollout_cfg(w),
-          rl_step_lib.RLConfig(step_weights=(1.,) * w.cfg.num_levels)),
+          rl_step_lib.RLConfig(step_weights=(1.,) * w.cfg.num_levels,
+                               reward='ranking', grpo_weight=1.0,
+                               sibling_alpha=1.0, sibling_min_std=0.0,
+                               clip_eps=0.2, updates_per_rollout=1,
+                               kl_beta=1e-3, value_coef=0.5, gamma=0.99,
+                               value_warmup_steps=0)),
                traces['rl']), mesh, sharding)
   return (state, sft_step, rl_step, trie, emb, key, reference, traces)
 

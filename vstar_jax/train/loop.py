@@ -372,8 +372,7 @@ def prepare_run(config: config_lib.RunConfig, workdir: str) -> Run:
   WORKDIR/sids/ once the data has been read).
   """
   mesh = parallel.make_mesh(data=config.mesh.data, model=config.mesh.model)
-  config_lib.check_batch_sizes(config, parallel.data_size(mesh),
-                               jax.process_count())
+  config_lib.check_batch_sizes(config, mesh)
   exp = experiment_lib.load_experiment(config, workdir)
   check_data_fits(config, exp)
   model = recommender.from_config(config, exp)
