@@ -203,8 +203,7 @@ def _bad_flag_cases(tmp_path):
           'data axis (config.mesh.data)'),
       'missing_data_dir': (
           [f'--config.data.dir={missing}'], 1,
-          f'{missing}/toy.inter.json: file not found (expected the '
-          'interactions of dataset \'toy\')'),
+          f'{missing}/toy.inter.json: file not found (nor .gz)'),
       'index_wrong_depth': (
           [f'--config.data.dir={deep}',
            f'--config.data.index={deep}/toy.index.json',
