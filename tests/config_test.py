@@ -19,12 +19,7 @@ from vstar_jax import errors
 
 def _smoke_dict(**overrides):
   config = smoke.get_config()
-  for key, value in overrides.items():
-    node = config
-    *path, leaf = key.split('.')
-    for p in path:
-      node = node[p]
-    node[leaf] = value
+  config.update_from_flattened_dict(overrides)
   return config
 
 

@@ -125,17 +125,22 @@ class ModelConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class SftConfig:
+class _StageSettings:
+  """Fields every training stage has."""
   batch_size: int = _field(at_least(1))
   num_epochs: int = _field(at_least(0))
   num_steps: int = _field(at_least(0))       # > 0 overrides num_epochs
-  learning_rate: float = _field(above(0.0), _finite)
   warmup_steps: int = _field(at_least(0))
   weight_decay: float = _field(at_least(0.0))
   grad_clip: float = _field(above(0.0))
-  constrained_softmax: bool = _field()
   eval_every: int = _field(at_least(1))
   early_stop_patience: int = _field(at_least(0))
+
+
+@dataclasses.dataclass(frozen=True)
+class SftConfig(_StageSettings):
+  learning_rate: float = _field(above(0.0), _finite)
+  constrained_softmax: bool = _field()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,16 +158,10 @@ class RolloutSettings:
 
 
 @dataclasses.dataclass(frozen=True)
-class RlSettings:
+class RlSettings(_StageSettings):
   """config.rl: the RL stage's optimisation and objective."""
-  batch_size: int = _field(at_least(1))
-  num_epochs: int = _field(at_least(0))
-  num_steps: int = _field(at_least(0))       # > 0 overrides num_epochs
   learning_rate: float = _field(at_least(0.0), _finite)
   value_learning_rate: float = _field(at_least(0.0), _finite)
-  warmup_steps: int = _field(at_least(0))
-  weight_decay: float = _field(at_least(0.0))
-  grad_clip: float = _field(above(0.0))
   reward: str = _field(one_of(*rewards.REWARD_KINDS))
   grpo_weight: float = _field(at_least(0.0))
   sibling_alpha: float = _field(at_least(0.0))
@@ -175,8 +174,6 @@ class RlSettings:
   step_weights: tuple[float, ...] = _field()  # one per SID level (check_levels)
   value_warmup_steps: int = _field(at_least(0))
   item_embeddings: str = _field(_item_embeddings)
-  eval_every: int = _field(at_least(1))
-  early_stop_patience: int = _field(at_least(0))
 
 
 @dataclasses.dataclass(frozen=True)
