@@ -158,11 +158,8 @@ def make_rl_step(net: policy.PolicyValueNet,
 
   Returns (state, metrics). The caller jits it (donating the state); the
   rollout key is fold_in(base_key, state.step), so resume replays exactly.
+  cfg.step_weights has one weight per SID level (vstar_jax.config checks it).
   """
-  if len(cfg.step_weights) != net.cfg.num_levels:
-    raise ValueError(f'rl.step_weights has {len(cfg.step_weights)} entries '
-                     f'for L={net.cfg.num_levels} levels')
-
   def rl_step(state, ref_params, batch, trie, item_emb, base_key):
     key = jax.random.fold_in(base_key, state.step)
     cands = rollout_lib.rollout(
