@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from tests import conftest
+from vstar_jax.decoding import transformer
+from vstar_jax.decoding.ved import search
 from vstar_jax.models import policy
 from vstar_jax.rl import rollout as rollout_lib
 from vstar_jax.sid import trie as trie_lib
-from vstar_jax.ved import search
 
 CFG = policy.PolicyConfig(num_levels=3, vocab_size=5, max_history=4,
                           width=32, num_layers=1, num_heads=2,
@@ -67,7 +68,7 @@ def test_ved_node_values_equal_teacher_forcing(setup):
   def run(params):
     ctx = net.apply({'params': params}, hist_codes, mask,
                     method=net.encode_history)
-    evaluate, cache_like = rollout_lib.transformer_evaluator(net, params, ctx)
+    evaluate, cache_like = transformer.transformer_evaluator(net, params, ctx)
     return search.ved_search(evaluate, trie, jax.random.key(2), batch=3,
                              cache_like=cache_like,
                              cfg=search.VedConfig(budget=20, init_beam=2,
@@ -98,7 +99,7 @@ def test_ved_node_values_equal_teacher_forcing(setup):
 
 
 def test_compare_rollouts_at_equal_budget(setup):
-  from vstar_jax.rl import rollout_compare  # pylint: disable=g-import-not-at-top
+  from vstar_jax.bench import rollout_compare  # pylint: disable=g-import-not-at-top
   sids, trie, params, history, mask = setup
   net = policy.PolicyValueNet(CFG)
   prompts = rollout_compare.Prompts(

@@ -2,10 +2,10 @@
 
 The toy model's logits and value are a fixed function of the node's SID
 prefix, so the reference can query it for any prefix without caches. The
-reference implements VED (vstar_jax.ved.search, spec section 5) with Python
-lists and dicts, one user at a time; it borrows only numeric primitives
-(the toy, masked log-softmax, entropy, categorical sampling with the same
-keys) so that floating-point results match bit for bit.
+reference implements VED (vstar_jax.decoding.ved.search, spec section 5)
+with Python lists and dicts, one user at a time; it borrows only numeric
+primitives (the toy, masked log-softmax, entropy, categorical sampling with
+the same keys) so that floating-point results match bit for bit.
 """
 import functools
 import math
@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vstar_jax.models import policy
-from vstar_jax.ved import search
+from vstar_jax.decoding.ved import search
 
 
 def _prefix_hash(codes, depths):

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from tests import ved_reference
+from vstar_jax.decoding.ved import search
+from vstar_jax.decoding.ved import tree as tree_lib
 from vstar_jax.sid import trie as trie_lib
-from vstar_jax.ved import search
-from vstar_jax.ved import tree as tree_lib
 
 
 def _random_catalogue(seed, num_items, num_levels, vocab):

@@ -23,9 +23,10 @@ from vstar_jax import metrics_writer
 from vstar_jax import parallel
 from vstar_jax.data import files
 from vstar_jax.data import pipeline
+from vstar_jax.decoding import beam as beam_lib
+from vstar_jax.decoding.ved import search
 from vstar_jax.eval import evaluate as evaluate_lib
 from vstar_jax.models import policy
-from vstar_jax.decoding import beam as beam_lib
 from vstar_jax.rl import item_embeddings
 from vstar_jax.rl import rewards as rewards_lib
 from vstar_jax.rl import rollout as rollout_lib
@@ -33,7 +34,6 @@ from vstar_jax.rl import step as rl_step_lib
 from vstar_jax.train import preemption
 from vstar_jax.train import recommender
 from vstar_jax.train import state as state_lib
-from vstar_jax.ved import search
 
 REPORT_CUTOFFS = (1, 3, 5, 10, 20)
 

@@ -30,7 +30,7 @@ loop is a `lax.while_loop` bounded by `max_iters`; nothing leaves the device.
 
 The model comes in as a pure `evaluate(codes, depths, path_cache, path_mask)
 -> (logits [B, M, V], value [B, M], cache [B, M, ...])` (see
-`ved.evaluator`), so the same search runs on the transformer and on toy
+`decoding.transformer`), so the same search runs on the transformer and on toy
 policies in tests.
 
 Shapes: B users, M nodes evaluated per call, N node capacity (= budget),
@@ -46,7 +46,8 @@ import jax.numpy as jnp
 
 from vstar_jax.models import policy
 from vstar_jax.sid import trie as trie_lib
-from vstar_jax.ved import tree as tree_lib
+from vstar_jax.decoding import types
+from vstar_jax.decoding.ved import tree as tree_lib
 
 DecodeTree = tree_lib.DecodeTree
 
@@ -75,41 +76,6 @@ class VedConfig:
           f'B0={self.init_beam})')
     if self.temperature <= 0:
       raise ValueError('ved.temperature must be positive')
-
-
-@chex.dataclass(frozen=True)
-class Candidates:
-  """G candidate items per user, the group RL scores and compares."""
-  items: chex.Array      # [B, G] int32 item index, -1 where mask is False
-  codes: chex.Array      # [B, G, L] int32 SID codes
-  logp: chex.Array       # [B, G] float32 log-prob under the rollout policy
-  value: chex.Array      # [B, G] float32 leaf value (0 for completions)
-  evaluated: chex.Array  # [B, G] bool, True = an evaluated tree leaf
-  mask: chex.Array       # [B, G] bool, True = a real candidate
-  cost: chex.Array       # [B] int32 decoder tokens spent
-
-
-# -- trie lookups at per-node (traced) levels --------------------------------
-
-def valid_mask_any_level(trie, level: jax.Array, prefix: jax.Array
-                         ) -> jax.Array:
-  """Valid next codes of prefixes at traced depths; all False at depth L.
-
-  level, prefix: [...] int32 -> [..., V] bool.
-  """
-  masks = [trie_lib.valid_next_mask(trie, l, jnp.where(level == l, prefix, -1))
-           for l in range(trie.num_levels)]
-  return jnp.any(jnp.stack(masks), axis=0)
-
-
-def next_prefix_any_level(trie, level: jax.Array, prefix: jax.Array,
-                          code: jax.Array) -> jax.Array:
-  """Child prefix (item at the last level) for traced levels. -> [...]."""
-  out = jnp.full(prefix.shape, -1, jnp.int32)
-  for l in range(trie.num_levels):
-    out = jnp.where(level == l, trie_lib.next_prefix(trie, l, prefix, code),
-                    out)
-  return out
 
 
 def restricted_entropy(child_logp: jax.Array) -> jax.Array:
@@ -148,8 +114,8 @@ def _insert(tree: DecodeTree, evaluate: Callable, trie, parent: jax.Array,
   parent_prefix = jnp.take_along_axis(tree.prefix, jnp.maximum(parent, 0), 1)
   prefix = jnp.where(
       parent >= 0,
-      next_prefix_any_level(trie, depth - 1, parent_prefix, code), 0)
-  valid = valid_mask_any_level(trie, depth, prefix)
+      trie_lib.next_prefix_any_level(trie, depth - 1, parent_prefix, code), 0)
+  valid = trie_lib.valid_mask_any_level(trie, depth, prefix)
   child_logp = policy.masked_log_softmax(out_logits.astype(jnp.float32),
                                          valid)
   entropy = restricted_entropy(child_logp)
@@ -357,7 +323,7 @@ def _candidates_one(tree_u: DecodeTree, trie, num_candidates: int,
   comp_codes = jax.vmap(_leaf_codes, (None, 0, None))(tree_u, c_node,
                                                       num_levels)
   comp_codes = comp_codes.at[:, num_levels - 1].set(c_code)
-  comp_items = next_prefix_any_level(
+  comp_items = trie_lib.next_prefix_any_level(
       trie, jnp.full((g,), num_levels - 1), tree_u.prefix[c_node], c_code)
   mask = from_leaf | jnp.isfinite(c_logp)
   items = jnp.where(from_leaf, tree_u.prefix[leaf_node], comp_items)
@@ -371,7 +337,7 @@ def _candidates_one(tree_u: DecodeTree, trie, num_candidates: int,
 
 
 def ved_search(evaluate: Callable, trie, rng_key: jax.Array, *, batch: int,
-               cache_like: Any, cfg: VedConfig) -> tuple[Candidates,
+               cache_like: Any, cfg: VedConfig) -> tuple[types.Candidates,
                                                          DecodeTree]:
   """Runs VED for a batch of users.
 
@@ -392,4 +358,4 @@ def ved_search(evaluate: Callable, trie, rng_key: jax.Array, *, batch: int,
   tree = _explore(tree, evaluate, trie, rng_key, cfg=cfg)
   cands = jax.vmap(_candidates_one, (0, None, None, None))(
       tree, trie, cfg.num_candidates, num_levels)
-  return Candidates(cost=tree.cost, **cands), tree
+  return types.Candidates(cost=tree.cost, **cands), tree
