@@ -68,11 +68,10 @@ def test_ved_node_values_equal_teacher_forcing(setup):
   def run(params):
     ctx = net.apply({'params': params}, hist_codes, mask,
                     method=net.encode_history)
-    evaluate, cache_like = transformer.transformer_evaluator(net, params, ctx)
-    return search.ved_search(evaluate, trie, jax.random.key(2), batch=3,
-                             cache_like=cache_like,
-                             cfg=search.VedConfig(budget=20, init_beam=2,
-                                                  num_candidates=6))
+    return search.ved_search(
+        transformer.transformer_evaluator(net), params, jax.random.key(2),
+        ctx, trie=trie, cache_like=transformer.node_cache_like(net, ctx),
+        cfg=search.VedConfig(budget=20, init_beam=2, num_candidates=6))
   cands, _ = run(params)
 
   @jax.jit
