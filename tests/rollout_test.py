@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from tests import conftest
+from vstar_jax.bench import rollout_compare
 from vstar_jax.decoding import transformer
 from vstar_jax.decoding.ved import search
 from vstar_jax.models import policy
@@ -98,7 +99,6 @@ def test_ved_node_values_equal_teacher_forcing(setup):
 
 
 def test_compare_rollouts_at_equal_budget(setup):
-  from vstar_jax.bench import rollout_compare  # pylint: disable=g-import-not-at-top
   sids, trie, params, history, mask = setup
   net = policy.PolicyValueNet(CFG)
   prompts = rollout_compare.Prompts(
