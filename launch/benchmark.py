@@ -13,7 +13,7 @@ train: SFT step examples/s and FLOP/s as a fraction of the matmul peak, with
 
 Prints a Markdown table and writes the JSON (with the machine description)
 and the same table as a .md beside it. The measuring code lives in
-vstar_jax/benchmarking/.
+vstar_jax/bench/.
 """
 import dataclasses
 import pathlib
@@ -29,15 +29,15 @@ import numpy as np
 from launch.configs import common
 from vstar_jax import errors
 from vstar_jax import data
-from vstar_jax.benchmarking import flops
-from vstar_jax.benchmarking import machine
-from vstar_jax.benchmarking import report
-from vstar_jax.benchmarking import suites
+from vstar_jax.bench import flops
+from vstar_jax.bench import machine
+from vstar_jax.bench import report
+from vstar_jax.bench import rollout_compare
+from vstar_jax.bench import suites
 from vstar_jax.models import policy
 from vstar_jax import experiment
 from vstar_jax.data import files
 from vstar_jax.decoding import beam as beam_lib
-from vstar_jax.rl import rollout_compare
 from vstar_jax.train import evaluation
 from vstar_jax.train import recommender
 from vstar_jax.sid import trie as trie_lib

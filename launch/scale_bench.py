@@ -8,7 +8,7 @@ r"""Scale figures: step time vs device count, FLOPs, pod estimates.
    sharding adds no recompilation or host syncs. The fake devices share this
    machine's cores, so more devices are not faster.
 2. FLOPs per SFT example and per RL prompt (XLA cost_analysis on one device;
-   see vstar_jax/benchmarking/scale.py) for the TIGER-scale model and a
+   see vstar_jax/bench/scale.py) for the TIGER-scale model and a
    ~100M-parameter one, on Beauty-shaped SIDs (L=4, V=256, T=20), and from
    them examples/s and time per epoch of Beauty's training windows on a
    v5e-64 slice and an 8xH100 node at an ASSUMED utilisation (--mfu).
@@ -23,8 +23,8 @@ from absl import app
 from absl import flags
 import jax
 
-from vstar_jax.benchmarking import machine
-from vstar_jax.benchmarking import scale
+from vstar_jax.bench import machine
+from vstar_jax.bench import scale
 from vstar_jax.data import files
 from vstar_jax.models import policy
 

@@ -16,10 +16,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vstar_jax.benchmarking import flops
-from vstar_jax.benchmarking import host_beam
-from vstar_jax.benchmarking import profile
-from vstar_jax.benchmarking import timing
+from vstar_jax.bench import flops
+from vstar_jax.bench import host_beam
+from vstar_jax.bench import profile
+from vstar_jax.bench import timing
 from vstar_jax.models import policy
 from vstar_jax.sid import trie as trie_lib
 from vstar_jax.train import sft
@@ -177,7 +177,7 @@ def test_sft_forward_flops_match_xla():
 
 
 def test_ved_report_and_plot():
-  from vstar_jax.benchmarking import report  # pylint: disable=g-import-not-at-top
+  from vstar_jax.bench import report  # pylint: disable=g-import-not-at-top
   rows = [dict(method=m, budget=b, prompts=64, target_in_group=0.1 * b / 33,
                reward_std=0.1, zero_adv_frac=0.8, distinct_l1=3.0,
                distinct_l2=5.0, unique_items=16.0, long_tail_share=0.2,

@@ -18,13 +18,13 @@ import pytest
 from tests import conftest
 from vstar_jax import errors
 from vstar_jax import parallel
+from vstar_jax.decoding.ved import search
 from vstar_jax.models import policy
 from vstar_jax.rl import rollout as rollout_lib
 from vstar_jax.rl import step as rl_step_lib
 from vstar_jax.train import loop
 from vstar_jax.train import sft
 from vstar_jax.train import state as state_lib
-from vstar_jax.ved import search
 
 CFG = policy.PolicyConfig(num_levels=3, vocab_size=4, max_history=4,
                           width=16, num_layers=1, num_heads=2,

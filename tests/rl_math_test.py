@@ -170,12 +170,12 @@ def test_surrogate_gradient_moves_positive_token_up():
 
 def test_group_stats_hand_computed():
   from vstar_jax.rl import diagnostics  # pylint: disable=g-import-not-at-top
-  from vstar_jax.ved import search  # pylint: disable=g-import-not-at-top
+  from vstar_jax.decoding import types  # pylint: disable=g-import-not-at-top
   items = jnp.array([[3, 4, 5, 3], [1, 2, 0, 0]])
   codes = jnp.array([[[0, 1], [0, 2], [1, 0], [0, 1]],
                      [[2, 0], [2, 0], [1, 1], [1, 1]]])
   mask = jnp.array([[True, True, True, False], [True, True, True, True]])
-  cands = search.Candidates(
+  cands = types.Candidates(
       items=items, codes=codes, logp=jnp.zeros((2, 4)),
       value=jnp.zeros((2, 4)), evaluated=jnp.zeros((2, 4), bool), mask=mask,
       cost=jnp.array([10, 12]))
@@ -197,7 +197,7 @@ def test_group_stats_hand_computed():
 
 def test_ved_tree_stats_hand_computed():
   from vstar_jax.rl import diagnostics  # pylint: disable=g-import-not-at-top
-  from vstar_jax.ved import tree as tree_lib  # pylint: disable=g-import-not-at-top
+  from vstar_jax.decoding.ved import tree as tree_lib  # pylint: disable=g-import-not-at-top
   tree = tree_lib.empty_tree(2, 5, 3, {})
   # User 0: leaves (depth 2) items 7, 8, 9; the target 8 has the best value
   # but the worst log-prob. User 1: no leaf is the target.

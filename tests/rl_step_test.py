@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 
 from tests import conftest
+from vstar_jax.decoding import types
+from vstar_jax.decoding.ved import search
 from vstar_jax.models import policy
 from vstar_jax.rl import rollout as rollout_lib
 from vstar_jax.rl import step as rl_step_lib
 from vstar_jax.train import state as state_lib
-from vstar_jax.ved import search
 
 CFG = policy.PolicyConfig(num_levels=3, vocab_size=4, max_history=4,
                           width=16, num_layers=1, num_heads=2,
@@ -88,7 +89,7 @@ def test_policy_loss_gradient_raises_rewarded_token(setup):
   num_items = trie.num_items
   items = (b['target'][:, None] + jnp.arange(4)[None]) % num_items
   codes = jnp.take(trie.codes, items, axis=0)
-  cands = search.Candidates(
+  cands = types.Candidates(
       items=items, codes=codes, logp=jnp.zeros((4, 4)),
       value=jnp.zeros((4, 4)), evaluated=jnp.zeros((4, 4), bool),
       mask=jnp.ones((4, 4), bool),

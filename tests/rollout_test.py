@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 
 from tests import conftest
+from vstar_jax.bench import rollout_compare
+from vstar_jax.decoding import transformer
+from vstar_jax.decoding.ved import search
 from vstar_jax.models import policy
 from vstar_jax.rl import rollout as rollout_lib
 from vstar_jax.sid import trie as trie_lib
-from vstar_jax.ved import search
 
 CFG = policy.PolicyConfig(num_levels=3, vocab_size=5, max_history=4,
                           width=32, num_layers=1, num_heads=2,
@@ -71,13 +73,11 @@ def test_ved_node_values_equal_teacher_forcing(setup):
   def run(params):
     ctx = net.apply({'params': params}, hist_codes, mask,
                     method=net.encode_history)
-    evaluate, cache_like = rollout_lib.transformer_evaluator(net, params, ctx)
-    return search.ved_search(evaluate, trie, jax.random.key(2), batch=3,
-                             cache_like=cache_like,
-                             cfg=search.VedConfig(budget=20, init_beam=2,
-                                                  num_candidates=6,
-                                                  lam=0.1, beta=1.0,
-                                                  temperature=1.0))
+    return search.ved_search(
+        transformer.transformer_evaluator(net), params, jax.random.key(2),
+        ctx, trie=trie, cache_like=transformer.node_cache_like(net, ctx),
+        cfg=search.VedConfig(budget=20, init_beam=2, num_candidates=6,
+                             lam=0.1, beta=1.0, temperature=1.0))
   cands, _ = run(params)
 
   @jax.jit
@@ -104,7 +104,6 @@ def test_ved_node_values_equal_teacher_forcing(setup):
 
 
 def test_compare_rollouts_at_equal_budget(setup):
-  from vstar_jax.rl import rollout_compare  # pylint: disable=g-import-not-at-top
   sids, trie, params, history, mask = setup
   net = policy.PolicyValueNet(CFG)
   prompts = rollout_compare.Prompts(

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from vstar_jax.benchmarking import scale
+from vstar_jax.bench import scale
 from vstar_jax.models import policy
 
 CFG = policy.PolicyConfig(num_levels=3, vocab_size=8, max_history=5,

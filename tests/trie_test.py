@@ -71,6 +71,31 @@ def test_masks_and_next_prefix_match_the_reference(
       assert child[pos] == want
 
 
+@pytest.mark.parametrize('seed, num_levels, vocab_size', CASES[1:4])
+def test_any_level_lookups_equal_static_levels(seed, num_levels, vocab_size):
+  rng = np.random.default_rng(seed)
+  codes = _unique_codes(rng, min(40, vocab_size ** num_levels - 1),
+                        num_levels, vocab_size)
+  catalogue = trie.build_trie(codes)
+  # Depths 0..L (L: a complete item, no valid next code) mixed in one batch.
+  level = rng.integers(0, num_levels + 1, size=(5, 7)).astype(np.int32)
+  prefix_idx = rng.integers(-1, 4, size=(5, 7)).astype(np.int32)
+  code = rng.integers(0, catalogue.vocab_size, size=(5, 7)).astype(np.int32)
+  mask = np.asarray(jax.jit(trie.valid_mask_any_level)(
+      catalogue, level, prefix_idx))
+  child = np.asarray(jax.jit(trie.next_prefix_any_level)(
+      catalogue, level, prefix_idx, code))
+  for pos in np.ndindex(5, 7):
+    l = int(level[pos])
+    if l == num_levels:
+      assert not mask[pos].any() and child[pos] == -1
+      continue
+    np.testing.assert_array_equal(
+        mask[pos], trie.valid_next_mask(catalogue, l, prefix_idx[pos]))
+    assert child[pos] == int(trie.next_prefix(catalogue, l, prefix_idx[pos],
+                                              code[pos]))
+
+
 @pytest.mark.parametrize('seed', [0, 1])
 def test_every_item_path_leads_to_the_item(seed):
   rng = np.random.default_rng(seed)

@@ -2,10 +2,10 @@
 
 The toy model's logits and value are a fixed function of the node's SID
 prefix, so the reference can query it for any prefix without caches. The
-reference implements VED (vstar_jax.ved.search, spec section 5) with Python
-lists and dicts, one user at a time; it borrows only numeric primitives
-(the toy, masked log-softmax, entropy, categorical sampling with the same
-keys) so that floating-point results match bit for bit.
+reference implements VED (vstar_jax.decoding.ved.search, spec section 5)
+with Python lists and dicts, one user at a time; it borrows only numeric
+primitives (the toy, masked log-softmax, entropy, categorical sampling with
+the same keys) so that floating-point results match bit for bit.
 """
 import functools
 import math
@@ -15,7 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from vstar_jax.models import policy
-from vstar_jax.ved import search
+from vstar_jax.decoding import types
+from vstar_jax.decoding.ved import search
 
 
 def _prefix_hash(codes, depths):
@@ -38,8 +39,15 @@ def toy_outputs(h, depth, user, vocab, value_scale=1.0):
 
 
 def make_toy_evaluator(vocab, value_scale=1.0, tie_values=False):
-  """A `search` node evaluator over the toy model; cache = (code, depth)."""
-  def evaluate(codes, depths, path_cache, path_mask):
+  """(evaluator, cache_like) over the toy model; cache = (code, depth).
+
+  The evaluator follows `decoding.types.Evaluator` and ignores params,
+  rng_key and the context (the user is the batch row).
+  """
+  def evaluator(params, rng_key, inputs):
+    del params, rng_key
+    codes, depths = inputs.codes, inputs.depths
+    path_cache, path_mask = inputs.path_cache, inputs.path_mask
     powers = jnp.power(7., path_cache['depth'].astype(jnp.float32))
     contrib = jnp.where(path_mask & (path_cache['depth'] >= 1),
                         (path_cache['code'] + 1.) * powers, 0.)
@@ -51,12 +59,13 @@ def make_toy_evaluator(vocab, value_scale=1.0, tie_values=False):
     logits, value = toy_outputs(h, depths, user, vocab, value_scale)
     if tie_values:
       value = jnp.zeros_like(value)
-    return logits, value, {'code': codes, 'depth': depths}
+    return types.EvaluatorOutput(logits=logits, value=value,
+                                 cache={'code': codes, 'depth': depths})
 
   def cache_like(batch):
     return {'code': jnp.zeros((batch, 1), jnp.int32),
             'depth': jnp.zeros((batch, 1), jnp.int32)}
-  return evaluate, cache_like
+  return evaluator, cache_like
 
 
 class _Node:
@@ -91,12 +100,13 @@ def reference_ved(sids, vocab, cfg: search.VedConfig, rng_key, batch,
     return (np.asarray(child_logp), 0.0 if tie_values else float(value),
             entropy)
 
-  # The search draws one key per iteration and splits it over users.
+  # The search draws one key per iteration (carry, child sampling, evaluator)
+  # and splits the sampling key over users.
   keys = []
   key = rng_key
   max_iters = cfg.max_iters_factor * (cfg.budget - cfg.init_cost(num_levels))
   for _ in range(max_iters):
-    key, sample_key = jax.random.split(key)
+    key, sample_key, _ = jax.random.split(key, 3)
     keys.append(jax.random.split(sample_key, batch))
 
   results = []

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from tests import ved_reference
+from vstar_jax.decoding.ved import search
+from vstar_jax.decoding.ved import tree as tree_lib
 from vstar_jax.sid import trie as trie_lib
-from vstar_jax.ved import search
-from vstar_jax.ved import tree as tree_lib
 
 
 def _random_catalogue(seed, num_items, num_levels, vocab):
@@ -22,12 +22,12 @@ def _random_catalogue(seed, num_items, num_levels, vocab):
 
 def _run(trie, cfg, key, batch, **toy_kwargs):
   chex.clear_trace_counter()
-  evaluate, cache_like = ved_reference.make_toy_evaluator(
+  evaluator, cache_like = ved_reference.make_toy_evaluator(
       trie.vocab_size, **toy_kwargs)
   @jax.jit
   @chex.assert_max_traces(n=1)
   def fn(trie, key):
-    return search.ved_search(evaluate, trie, key, batch=batch,
+    return search.ved_search(evaluator, None, key, None, trie=trie,
                              cache_like=cache_like(batch), cfg=cfg)
   out = fn(trie, key)
   fn(trie, jax.random.fold_in(key, 1))   # new key, same trace
@@ -167,6 +167,26 @@ def test_selection_and_gate_hand_computed():
   node, _, passes = search.select_node(tree, lam=0.1, beta=1.0, num_levels=2)
   assert int(node) == 2
   assert not bool(passes)
+
+
+def test_evaluator_output_shapes_are_checked():
+  sids = _random_catalogue(4, 20, 3, 4)
+  trie = trie_lib.build_trie(sids, vocab_size=4)
+  evaluator, cache_like = ved_reference.make_toy_evaluator(4)
+
+  def bad_value(params, rng_key, inputs):   # value [B, M, 1], not [B, M]
+    out = evaluator(params, rng_key, inputs)
+    return out.replace(value=out.value[..., None])
+
+  def bad_vocab(params, rng_key, inputs):   # logits over V + 1 codes
+    out = evaluator(params, rng_key, inputs)
+    return out.replace(logits=jnp.pad(out.logits, ((0, 0), (0, 0), (0, 1))))
+
+  cfg = search.VedConfig(budget=12, init_beam=2, num_candidates=3)
+  for bad in (bad_value, bad_vocab):
+    with pytest.raises(AssertionError):
+      search.ved_search(bad, None, jax.random.key(0), None, trie=trie,
+                        cache_like=cache_like(2), cfg=cfg)
 
 
 def test_budget_below_init_cost_is_an_error():

@@ -35,7 +35,7 @@ from vstar_jax.rl import rewards
 from vstar_jax.rl import rollout as rollout_lib
 from vstar_jax.rl import step as rl_step_lib
 from vstar_jax.sid import collisions as sid_collisions
-from vstar_jax.ved import search
+from vstar_jax.decoding.ved import search
 
 STAGES = ('sft', 'rl')
 MODEL_KINDS = ('sid', 'sasrec')

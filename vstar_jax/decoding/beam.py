@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from vstar_jax.decoding import incremental
+from vstar_jax.decoding import types
 from vstar_jax.models import policy
 from vstar_jax.sid import trie as trie_lib
 
@@ -96,3 +97,18 @@ def beam_search(net: policy.PolicyValueNet, params, trie, history,
 def decode_cost(num_levels: int, beam_width: int) -> int:
   """Decoder tokens a beam search evaluates (prefill excluded)."""
   return 1 + (num_levels - 1) * beam_width
+
+
+def beam_candidates(net: policy.PolicyValueNet, params, trie, history,
+                    history_mask, *, beam_width: int, num_candidates: int
+                    ) -> types.Candidates:
+  """The top G of a width-W beam search as a candidate group.
+
+  history, history_mask: [B, T]. Returns Candidates [B, G]; G <= W.
+  """
+  res = beam_search(net, params, trie, history, history_mask,
+                    beam_width=beam_width)
+  g = num_candidates
+  return types.unevaluated_candidates(
+      res.items[:, :g], res.codes[:, :g], res.scores[:, :g],
+      res.items[:, :g] >= 0, decode_cost(trie.num_levels, beam_width))

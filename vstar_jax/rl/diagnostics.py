@@ -18,7 +18,7 @@ def group_stats(cands, reward, adv, target, long_tail_mask=None):
   """Per-batch means of group statistics.
 
   Args:
-    cands: search.Candidates with [B, G] fields.
+    cands: types.Candidates with [B, G] fields.
     reward: [B, G] policy rewards.
     adv: [B, G] GRPO advantages.
     target: [B] target items.
@@ -63,7 +63,7 @@ def ved_tree_stats(tree, target, num_levels: int, num_candidates: int):
   """Where VED loses the target: the tree, or the choice of candidates.
 
   Args:
-    tree: the final ved.tree.DecodeTree with [B, N] node fields.
+    tree: the final decoding.ved.tree.DecodeTree with [B, N] node fields.
     target: [B] target items.
     num_levels: L.
     num_candidates: G.

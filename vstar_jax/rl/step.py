@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from vstar_jax.decoding.ved import search
 from vstar_jax.models import policy
 from vstar_jax.rl import advantages
 from vstar_jax.rl import diagnostics
@@ -25,7 +26,6 @@ from vstar_jax.rl import losses
 from vstar_jax.rl import rewards as rewards_lib
 from vstar_jax.rl import rollout as rollout_lib
 from vstar_jax.sid import trie as trie_lib
-from vstar_jax.ved import search
 
 
 @dataclasses.dataclass(frozen=True)

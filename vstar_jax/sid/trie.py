@@ -153,6 +153,31 @@ def next_prefix(trie: PrefixTrie, level: int, prefix_idx: chex.Array,
   return jnp.where(ok, child, PrefixTrie.INVALID_IDX)
 
 
+def valid_mask_any_level(trie: PrefixTrie, level: jax.Array,
+                         prefix: jax.Array) -> jax.Array:
+  """`valid_next_mask` for traced depths; all False at depth L.
+
+  level, prefix: [...] int32 (depth and length-`level` prefix id)
+  -> [..., V] bool.
+  """
+  masks = [valid_next_mask(trie, l, jnp.where(level == l, prefix, -1))
+           for l in range(trie.num_levels)]
+  return jnp.any(jnp.stack(masks), axis=0)
+
+
+def next_prefix_any_level(trie: PrefixTrie, level: jax.Array,
+                          prefix: jax.Array, code: jax.Array) -> jax.Array:
+  """`next_prefix` for traced levels (item at the last level).
+
+  level, prefix, code: [...] int32 -> [...] int32, INVALID_IDX where
+  `level` is out of 0..L-1 or the step leaves the trie.
+  """
+  out = jnp.full(prefix.shape, -1, jnp.int32)
+  for l in range(trie.num_levels):
+    out = jnp.where(level == l, next_prefix(trie, l, prefix, code), out)
+  return out
+
+
 def walk_prefixes(trie: PrefixTrie, codes: chex.Array) -> chex.Array:
   """Prefix ids along code paths. Jittable (Python loop over static L).
 

@@ -17,10 +17,10 @@ import functools
 import jax
 import numpy as np
 
-from vstar_jax.benchmarking import flops
-from vstar_jax.benchmarking import host_beam
-from vstar_jax.benchmarking import profile
-from vstar_jax.benchmarking import timing
+from vstar_jax.bench import flops
+from vstar_jax.bench import host_beam
+from vstar_jax.bench import profile
+from vstar_jax.bench import timing
 from vstar_jax.data import pipeline
 from vstar_jax.data import splits
 from vstar_jax.decoding import beam

@@ -28,10 +28,11 @@ Each iteration of step 2-4 is one batched decoder call for all users (one
 token each); the tree bookkeeping is written for one user and vmapped. The
 loop is a `lax.while_loop` bounded by `max_iters`; nothing leaves the device.
 
-The model comes in as a pure `evaluate(codes, depths, path_cache, path_mask)
--> (logits [B, M, V], value [B, M], cache [B, M, ...])` (see
-`ved.evaluator`), so the same search runs on the transformer and on toy
-policies in tests.
+The model comes in through the mctx-style evaluator contract of
+`decoding.types`: a pure `evaluator(params, rng_key, EvaluatorInputs) ->
+EvaluatorOutput` (logits [B, M, V], value [B, M], the nodes' caches), so the
+same search runs on the transformer (`decoding.transformer`) and on toy
+policies in tests. The search draws one evaluator key per call.
 
 Shapes: B users, M nodes evaluated per call, N node capacity (= budget),
 L levels, V codes, G candidates, B0 init beam width.
@@ -44,11 +45,13 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from vstar_jax.decoding import types
+from vstar_jax.decoding.ved import tree as tree_lib
 from vstar_jax.models import policy
 from vstar_jax.sid import trie as trie_lib
-from vstar_jax.ved import tree as tree_lib
 
 DecodeTree = tree_lib.DecodeTree
+_INIT_KEY_FOLD = 2**31 - 1   # fold_in data of the init's evaluator keys
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,41 +82,6 @@ class VedConfig:
       raise ValueError('ved.temperature must be positive')
 
 
-@chex.dataclass(frozen=True)
-class Candidates:
-  """G candidate items per user, the group RL scores and compares."""
-  items: chex.Array      # [B, G] int32 item index, -1 where mask is False
-  codes: chex.Array      # [B, G, L] int32 SID codes
-  logp: chex.Array       # [B, G] float32 log-prob under the rollout policy
-  value: chex.Array      # [B, G] float32 leaf value (0 for completions)
-  evaluated: chex.Array  # [B, G] bool, True = an evaluated tree leaf
-  mask: chex.Array       # [B, G] bool, True = a real candidate
-  cost: chex.Array       # [B] int32 decoder tokens spent
-
-
-# -- trie lookups at per-node (traced) levels --------------------------------
-
-def valid_mask_any_level(trie, level: jax.Array, prefix: jax.Array
-                         ) -> jax.Array:
-  """Valid next codes of prefixes at traced depths; all False at depth L.
-
-  level, prefix: [...] int32 -> [..., V] bool.
-  """
-  masks = [trie_lib.valid_next_mask(trie, l, jnp.where(level == l, prefix, -1))
-           for l in range(trie.num_levels)]
-  return jnp.any(jnp.stack(masks), axis=0)
-
-
-def next_prefix_any_level(trie, level: jax.Array, prefix: jax.Array,
-                          code: jax.Array) -> jax.Array:
-  """Child prefix (item at the last level) for traced levels. -> [...]."""
-  out = jnp.full(prefix.shape, -1, jnp.int32)
-  for l in range(trie.num_levels):
-    out = jnp.where(level == l, trie_lib.next_prefix(trie, l, prefix, code),
-                    out)
-  return out
-
-
 def restricted_entropy(child_logp: jax.Array) -> jax.Array:
   """Entropy of a distribution given as log-probs with -inf holes. [..., V]."""
   p = jnp.exp(child_logp)
@@ -122,15 +90,18 @@ def restricted_entropy(child_logp: jax.Array) -> jax.Array:
 
 # -- one batched evaluation + insertion ---------------------------------------
 
-def _insert(tree: DecodeTree, evaluate: Callable, trie, parent: jax.Array,
-            code: jax.Array, depth: jax.Array, logp: jax.Array,
-            write: jax.Array, slot: jax.Array, num_levels: int) -> DecodeTree:
+def _insert(tree: DecodeTree, evaluate: Callable, trie, rng_key: jax.Array,
+            parent: jax.Array, code: jax.Array, depth: jax.Array,
+            logp: jax.Array, write: jax.Array, slot: jax.Array,
+            num_levels: int) -> DecodeTree:
   """Evaluates M new nodes per user and writes those with `write` set.
 
   Args:
     tree: the current tree.
-    evaluate: the model's node evaluator.
+    evaluate: (rng_key, codes, depths, path_cache, path_mask) ->
+      EvaluatorOutput, the evaluator with params and context bound.
     trie: PrefixTrie.
+    rng_key: typed key for the evaluator, consumed.
     parent: [B, M] parent slots (-1 for the root itself).
     code: [B, M] codes on the new edges.
     depth: [B, M] depths of the new nodes.
@@ -145,14 +116,13 @@ def _insert(tree: DecodeTree, evaluate: Callable, trie, parent: jax.Array,
   safe_path = jnp.maximum(path, 0)
   path_cache = jax.tree_util.tree_map(
       lambda c: jax.vmap(lambda cb, pb: cb[pb])(c, safe_path), tree.cache)
-  out_logits, out_value, out_cache = evaluate(code, depth, path_cache,
-                                              path_mask)
+  out = evaluate(rng_key, code, depth, path_cache, path_mask)
   parent_prefix = jnp.take_along_axis(tree.prefix, jnp.maximum(parent, 0), 1)
   prefix = jnp.where(
       parent >= 0,
-      next_prefix_any_level(trie, depth - 1, parent_prefix, code), 0)
-  valid = valid_mask_any_level(trie, depth, prefix)
-  child_logp = policy.masked_log_softmax(out_logits.astype(jnp.float32),
+      trie_lib.next_prefix_any_level(trie, depth - 1, parent_prefix, code), 0)
+  valid = trie_lib.valid_mask_any_level(trie, depth, prefix)
+  child_logp = policy.masked_log_softmax(out.logits.astype(jnp.float32),
                                          valid)
   entropy = restricted_entropy(child_logp)
 
@@ -172,24 +142,27 @@ def _insert(tree: DecodeTree, evaluate: Callable, trie, parent: jax.Array,
       code=put(tree.code, code), depth=put(tree.depth, depth),
       parent=put(tree.parent, parent), prefix=put(tree.prefix, prefix),
       live=put(tree.live, write), logp=put(tree.logp, logp),
-      value=put(tree.value, out_value.astype(jnp.float32)),
+      value=put(tree.value, out.value.astype(jnp.float32)),
       entropy=put(tree.entropy, entropy),
       visits=put(tree.visits, jnp.ones_like(code)),
       child_logp=put(tree.child_logp, child_logp),
       child_idx=child_idx,
-      cache=jax.tree_util.tree_map(put, tree.cache, out_cache),
+      cache=jax.tree_util.tree_map(put, tree.cache, out.cache),
       cost=tree.cost + write.sum(-1).astype(jnp.int32))
 
 
 # -- init: constrained beam of width B0, every kept node evaluated -----------
 
-def _init_tree(evaluate, trie, cache_like, *, batch: int, cfg: VedConfig
-               ) -> DecodeTree:
+def _init_tree(evaluate, trie, rng_key, cache_like, *, batch: int,
+               cfg: VedConfig) -> DecodeTree:
+  """The root and the init beam; rng_key is consumed (evaluator keys)."""
   num_levels = trie.num_levels
   b0 = cfg.init_beam
+  keys = jax.random.split(rng_key, num_levels + 1)
   tree = tree_lib.empty_tree(batch, cfg.budget, trie.vocab_size, cache_like)
   zeros = jnp.zeros((batch, 1), jnp.int32)
-  tree = _insert(tree, evaluate, trie, parent=zeros - 1, code=zeros - 1,
+  tree = _insert(tree, evaluate, trie, keys[0], parent=zeros - 1,
+                 code=zeros - 1,
                  depth=zeros, logp=jnp.zeros((batch, 1), jnp.float32),
                  write=jnp.ones((batch, 1), bool), slot=zeros,
                  num_levels=num_levels)
@@ -212,9 +185,9 @@ def _init_tree(evaluate, trie, cache_like, *, batch: int, cfg: VedConfig
     # evaluation of a user always lands in slot i.
     live = jnp.isfinite(top)
     slot = tree.cost[:, None] + jnp.arange(b0, dtype=jnp.int32)[None]
-    tree = _insert(tree, evaluate, trie, parent=parent, code=code,
-                   depth=jnp.full((batch, b0), depth, jnp.int32), logp=top,
-                   write=live, slot=slot, num_levels=num_levels)
+    tree = _insert(tree, evaluate, trie, keys[depth], parent=parent,
+                   code=code, depth=jnp.full((batch, b0), depth, jnp.int32),
+                   logp=top, write=live, slot=slot, num_levels=num_levels)
     frontier = jnp.minimum(slot, cfg.budget - 1)
     frontier_live = live
   return tree
@@ -290,7 +263,7 @@ def _explore(tree: DecodeTree, evaluate, trie, rng_key, *, cfg: VedConfig
 
   def body(carry):
     it, key, tree = carry
-    key, sample_key = jax.random.split(key)
+    key, sample_key, evaluate_key = jax.random.split(key, 3)
     node, can_expand, passes = select(tree)
     active = (tree.cost < cfg.budget) & can_expand
     expand = active & passes
@@ -300,8 +273,9 @@ def _explore(tree: DecodeTree, evaluate, trie, rng_key, *, cfg: VedConfig
     child_logp = jax.vmap(lambda cl, n, c: cl[n, c])(tree.child_logp, node,
                                                      codes)
     depth = jnp.take_along_axis(tree.depth, node[:, None], 1)[:, 0] + 1
-    tree = _insert(tree, evaluate, trie, parent=node[:, None],
-                   code=codes[:, None], depth=depth[:, None],
+    tree = _insert(tree, evaluate, trie, evaluate_key,
+                   parent=node[:, None], code=codes[:, None],
+                   depth=depth[:, None],
                    logp=(node_logp + child_logp)[:, None],
                    write=expand[:, None], slot=tree.cost[:, None],
                    num_levels=num_levels)
@@ -359,7 +333,7 @@ def _candidates_one(tree_u: DecodeTree, trie, num_candidates: int,
   comp_codes = jax.vmap(_leaf_codes, (None, 0, None))(tree_u, c_node,
                                                       num_levels)
   comp_codes = comp_codes.at[:, num_levels - 1].set(c_code)
-  comp_items = next_prefix_any_level(
+  comp_items = trie_lib.next_prefix_any_level(
       trie, jnp.full((g,), num_levels - 1), tree_u.prefix[c_node], c_code)
   mask = from_leaf | jnp.isfinite(c_logp)
   items = jnp.where(from_leaf, tree_u.prefix[leaf_node], comp_items)
@@ -372,17 +346,34 @@ def _candidates_one(tree_u: DecodeTree, trie, num_candidates: int,
       evaluated=from_leaf, mask=mask)
 
 
-def ved_search(evaluate: Callable, trie, rng_key: jax.Array, *, batch: int,
-               cache_like: Any, cfg: VedConfig) -> tuple[Candidates,
-                                                         DecodeTree]:
-  """Runs VED for a batch of users.
+def _checked_evaluator(evaluator: types.Evaluator, params, context,
+                       vocab_size: int) -> Callable:
+  """Binds params and user contexts; checks every output's shapes."""
+  def evaluate(rng_key, codes, depths, path_cache, path_mask):
+    inputs = types.EvaluatorInputs(context=context, codes=codes,
+                                   depths=depths, path_cache=path_cache,
+                                   path_mask=path_mask)
+    out = evaluator(params, rng_key, inputs)
+    types.check_output(out, inputs, vocab_size)
+    return out
+  return evaluate
+
+
+def ved_search(evaluator: types.Evaluator, params, rng_key: jax.Array,
+               context: Any, *, trie, cache_like: Any, cfg: VedConfig
+               ) -> tuple[types.Candidates, DecodeTree]:
+  """Runs VED for a batch of users. No jit inside: the caller jits.
 
   Args:
-    evaluate: node evaluator (model, params and user contexts bound).
+    evaluator: `evaluator(params, rng_key, EvaluatorInputs) ->
+      EvaluatorOutput`, the model (see decoding.types).
+    params: the evaluator's parameters.
+    rng_key: typed key, consumed (child sampling and evaluator keys).
+    context: pytree of [B, ...] per-user state handed to every evaluator
+      call (the encoded history for the transformer).
     trie: PrefixTrie of the catalogue.
-    rng_key: typed key, consumed (child sampling).
-    batch: B, number of users.
-    cache_like: pytree of [B, 1, ...] arrays shaped like one node's cache.
+    cache_like: pytree of [B, 1, ...] arrays shaped like one node's cache;
+      its leading axis gives B.
     cfg: VedConfig (static).
 
   Returns:
@@ -390,8 +381,15 @@ def ved_search(evaluate: Callable, trie, rng_key: jax.Array, *, batch: int,
   """
   num_levels = trie.num_levels
   cfg.validate(num_levels)
-  tree = _init_tree(evaluate, trie, cache_like, batch=batch, cfg=cfg)
+  batch = jax.tree_util.tree_leaves(cache_like)[0].shape[0]
+  chex.assert_tree_shape_prefix(cache_like, (batch, 1))
+  evaluate = _checked_evaluator(evaluator, params, context, trie.vocab_size)
+  # The explore loop splits rng_key itself, 3 ways per iteration; the init's
+  # evaluator keys come from a fold-in far above those split indices.
+  init_key = jax.random.fold_in(rng_key, _INIT_KEY_FOLD)
+  tree = _init_tree(evaluate, trie, init_key, cache_like, batch=batch,
+                    cfg=cfg)
   tree = _explore(tree, evaluate, trie, rng_key, cfg=cfg)
   cands = jax.vmap(_candidates_one, (0, None, None, None))(
       tree, trie, cfg.num_candidates, num_levels)
-  return Candidates(cost=tree.cost, **cands), tree
+  return types.Candidates(cost=tree.cost, **cands), tree

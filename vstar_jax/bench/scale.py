@@ -20,9 +20,10 @@ import numpy as np
 import optax
 
 from vstar_jax import parallel
-from vstar_jax.benchmarking import flops
-from vstar_jax.benchmarking import timing
+from vstar_jax.bench import flops
+from vstar_jax.bench import timing
 from vstar_jax.decoding import beam
+from vstar_jax.decoding.ved import search
 from vstar_jax.models import policy
 from vstar_jax.rl import rollout as rollout_lib
 from vstar_jax.rl import step as rl_step_lib
@@ -30,7 +31,6 @@ from vstar_jax.sid import trie as trie_lib
 from vstar_jax.train import loop
 from vstar_jax.train import sft
 from vstar_jax.train import state as state_lib
-from vstar_jax.ved import search
 
 # Dense bf16 peak per chip (vendor datasheets): TPU v5e 197 TFLOP/s, H100 SXM
 # 989 TFLOP/s (without sparsity).

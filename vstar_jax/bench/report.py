@@ -56,7 +56,7 @@ def _breakdown(columns: dict[str, dict[str, float] | None]) -> list[str]:
   for shares in columns.values():
     categories += [c for c in shares if c not in categories]
   lines = ['', 'Share of summed op time (jax.profiler trace, grouped by '
-           'op name; `vstar_jax/benchmarking/profile.py`):', '',
+           'op name; `vstar_jax/bench/profile.py`):', '',
            '| category | ' + ' | '.join(columns) + ' |',
            '| --- |' + ' --- |' * len(columns)]
   for c in categories:

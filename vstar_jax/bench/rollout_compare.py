@@ -20,11 +20,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vstar_jax.decoding import types
+from vstar_jax.decoding.ved import search
 from vstar_jax.rl import advantages
 from vstar_jax.rl import diagnostics
 from vstar_jax.rl import rewards as rewards_lib
 from vstar_jax.rl import rollout as rollout_lib
-from vstar_jax.ved import search
 
 METHODS = ('ved', 'beam', 'sample')
 
@@ -34,7 +35,7 @@ def width_for_budget(budget: int, num_levels: int) -> int:
   return (budget - 1) // (num_levels - 1)
 
 
-def _top_distinct(cands: search.Candidates, g: int) -> search.Candidates:
+def _top_distinct(cands: types.Candidates, g: int) -> types.Candidates:
   """Drops duplicate items and keeps the g most probable. [B, S] -> [B, G]."""
   items = jnp.where(cands.mask, cands.items, -1)
   order = jnp.argsort(items, axis=1, stable=True)
@@ -48,7 +49,7 @@ def _top_distinct(cands: search.Candidates, g: int) -> search.Candidates:
   take = lambda x: jnp.take_along_axis(
       x, top.reshape(top.shape + (1,) * (x.ndim - 2)), 1)
   mask = take(keep)
-  return search.Candidates(
+  return types.Candidates(
       items=jnp.where(mask, take(cands.items), -1), codes=take(cands.codes),
       logp=take(cands.logp), value=take(cands.value),
       evaluated=take(cands.evaluated), mask=mask, cost=cands.cost)

@@ -1,0 +1,63 @@
+"""The policy network behind VED's evaluator contract, and VED on it.
+
+`transformer_evaluator(net)` adapts `models.policy.PolicyValueNet` to
+`decoding.types.Evaluator`: the context is the encoded history (with the
+value block), and a node's cache is its token's keys and values, stored
+[B, M, Y, H, Dh] so that the tree gathers ancestors by node index.
+
+Shapes: B users, M nodes per call, P path length, T history, Y cached
+layers, H heads, Dh head size.
+"""
+import jax
+import jax.numpy as jnp
+
+from vstar_jax.decoding import incremental
+from vstar_jax.decoding import types
+from vstar_jax.decoding.ved import search
+from vstar_jax.models import policy
+
+
+def transformer_evaluator(net: policy.PolicyValueNet) -> types.Evaluator:
+  """The policy network as a VED node evaluator.
+
+  The returned `evaluator(params, rng_key, inputs)` takes the network's
+  params and a `policy.Context` [B, ...] as `inputs.context`; decoding is
+  deterministic, so rng_key is unused.
+  """
+  def evaluator(params, rng_key: jax.Array, inputs: types.EvaluatorInputs
+                ) -> types.EvaluatorOutput:
+    del rng_key   # no dropout or sampling inside the network at decode time
+    to_layers_first = lambda x: jnp.moveaxis(x, 3, 0)  # [B,M,P,Y,..]->[Y,..]
+    path = policy.Path(k=to_layers_first(inputs.path_cache['k']),
+                       v=to_layers_first(inputs.path_cache['v']),
+                       mask=inputs.path_mask[:, :, None, :])
+    out = net.apply({'params': params}, inputs.context,
+                    inputs.codes[..., None], inputs.depths[..., None], path,
+                    method=net.decode)
+    return types.EvaluatorOutput(
+        logits=out.logits[:, :, 0], value=out.value[:, :, 0],
+        cache={'k': jnp.moveaxis(out.k[:, :, :, 0], 0, 2),
+               'v': jnp.moveaxis(out.v[:, :, :, 0], 0, 2)})
+  return evaluator
+
+
+def node_cache_like(net: policy.PolicyValueNet, context: policy.Context):
+  """Template of one node's cache: {'k', 'v'} zeros [B, 1, Y, H, Dh]."""
+  batch = context.mask.shape[0]
+  shape = (batch, 1, net.cfg.num_layers + 1, net.cfg.num_heads,
+           net.cfg.head_dim)
+  return {'k': jnp.zeros(shape, context.k.dtype),
+          'v': jnp.zeros(shape, context.k.dtype)}
+
+
+def ved_decode(net: policy.PolicyValueNet, params, trie, rng_key, history,
+               history_mask, *, cfg: search.VedConfig):
+  """VED on the policy network: (Candidates [B, G], the DecodeTree).
+
+  history, history_mask: [B, T]; rng_key is consumed (see ved_search).
+  """
+  context = incremental.encode(net, params, trie.codes, history, history_mask,
+                               with_value=True)
+  return search.ved_search(transformer_evaluator(net), params, rng_key,
+                           context, trie=trie,
+                           cache_like=node_cache_like(net, context), cfg=cfg)
