@@ -118,6 +118,8 @@ def base_config() -> ml_collections.ConfigDict:
   config.rl.gamma = 0.99
   config.rl.step_weights = (0.3, 0.5, 1.0)  # one per SID level
   config.rl.value_warmup_steps = 0         # value-only steps before RL
+  config.rl.updates_per_rollout = 1        # K optimizer steps per rollout
+  config.rl.sibling_min_std = 0.0          # sibling std floor (0: off)
   config.rl.item_embeddings = 'text'       # dense reward embeddings
   config.rl.eval_every = 100
   config.rl.early_stop_patience = 0

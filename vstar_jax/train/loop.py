@@ -27,7 +27,6 @@ from vstar_jax.eval import evaluate as evaluate_lib
 from vstar_jax.models import policy
 from vstar_jax.decoding import beam as beam_lib
 from vstar_jax.rl import item_embeddings
-from vstar_jax.rl import rewards as rewards_lib
 from vstar_jax.rl import rollout as rollout_lib
 from vstar_jax.rl import step as rl_step_lib
 from vstar_jax.train import preemption
@@ -325,20 +324,19 @@ def rollout_config(config, num_levels: int) -> rollout_lib.RolloutConfig:
 
 def rl_objective_config(config, num_levels: int) -> rl_step_lib.RLConfig:
   c = config.rl
-  weights = tuple(c.step_weights)
-  if len(weights) != num_levels:
-    raise experiment_lib.ConfigError(
-        f'config.rl.step_weights={weights} needs one weight per SID level '
-        f'(L={num_levels})')
-  if c.reward not in rewards_lib.REWARD_KINDS:
-    raise experiment_lib.ConfigError(
-        f'config.rl.reward={c.reward!r}: expected one of '
-        f'{rewards_lib.REWARD_KINDS}')
-  return rl_step_lib.RLConfig(
+  cfg = rl_step_lib.RLConfig(
       reward=c.reward, grpo_weight=c.grpo_weight,
       sibling_alpha=c.sibling_alpha, clip_eps=c.clip_eps, kl_beta=c.kl_beta,
-      value_coef=c.value_coef, gamma=c.gamma, step_weights=weights,
-      value_warmup_steps=c.value_warmup_steps)
+      value_coef=c.value_coef, gamma=c.gamma,
+      step_weights=tuple(c.step_weights),
+      value_warmup_steps=c.value_warmup_steps,
+      updates_per_rollout=c.updates_per_rollout,
+      sibling_min_std=c.sibling_min_std)
+  try:
+    cfg.validate(num_levels)
+  except ValueError as e:
+    raise experiment_lib.ConfigError(f'config.rl.{e}') from None
+  return cfg
 
 
 def run_rl(config: ml_collections.ConfigDict, exp, model, keys, writer,
@@ -353,10 +351,13 @@ def run_rl(config: ml_collections.ConfigDict, exp, model, keys, writer,
   total_steps = c.value_warmup_steps + (
       c.num_steps if c.num_steps > 0 else
       c.num_epochs * iterator.batches_per_epoch)
+  # Each step (rollout) makes K optimizer updates: schedules count updates.
+  k = c.updates_per_rollout
   tx = state_lib.make_rl_optimizer(
       policy_lr=c.learning_rate, value_lr=c.value_learning_rate,
-      total_steps=total_steps, warmup_steps=c.warmup_steps,
-      value_warmup_steps=c.value_warmup_steps, weight_decay=c.weight_decay,
+      total_steps=k * total_steps, warmup_steps=k * c.warmup_steps,
+      value_warmup_steps=k * c.value_warmup_steps,
+      weight_decay=c.weight_decay,
       grad_clip=c.grad_clip, param_labels=rl_step_lib.value_param_label)
   num_levels = exp.num_levels
   # A copy: the state's buffers are donated every step.
