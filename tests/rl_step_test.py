@@ -50,11 +50,6 @@ def _state(params, warmup):
   return state_lib.TrainState.create(params, tx)
 
 
-def _adam_state(params, lr):
-  """A constant learning rate: every update of a step moves the policy."""
-  return state_lib.TrainState.create(params, optax.adam(lr))
-
-
 # Beam and sampling rollouts feed the same loss (tests/rollout_test.py checks
 # their groups); the whole step is compiled here once, with VED.
 @pytest.mark.parametrize('kind', ['ved'])
@@ -158,7 +153,9 @@ def test_one_update_per_rollout_is_one_plain_update(setup):
   trie, params, emb, batch = setup
   b, key = batch(5), jax.random.key(7)
   net, cfg, step = _beam_step(1)
-  state = _adam_state(params, 1e-3)
+  # SGD: the update is linear in the gradient (Adam would blow gradient
+  # round-off on parameters whose true gradient is 0 up to +/- lr).
+  state = state_lib.TrainState.create(params, optax.sgd(0.1))
   new_state, metrics = jax.jit(step)(state, params, b, trie, emb, key)
 
   @jax.jit
@@ -172,18 +169,23 @@ def test_one_update_per_rollout_is_one_plain_update(setup):
                         has_aux=True)(state.params)
     return state.apply_gradients(grads), m
   want_state, want = plain_update(state)
-  chex.assert_trees_all_equal(new_state.params, want_state.params)
-  chex.assert_trees_all_equal(new_state.opt_state, want_state.opt_state)
+  # Close, not equal: two different XLA programs (a scan body and straight
+  # code) may fuse reductions differently, 1 ulp apart in a gradient.
+  chex.assert_trees_all_close(new_state.params, want_state.params,
+                              rtol=1e-5, atol=1e-7)
   for name in want:
-    np.testing.assert_array_equal(metrics[name], want[name], err_msg=name)
+    np.testing.assert_allclose(metrics[name], want[name], rtol=1e-5,
+                               atol=1e-8, err_msg=name)
   assert float(metrics['ratio_dev']) == 0 and float(metrics['clip_frac']) == 0
 
 
 def test_second_update_on_a_rollout_moves_and_clips_the_ratio(setup):
   trie, params, emb, batch = setup
   key = jax.random.key(1)
-  # A large LR, so that one update moves the policy past the clip.
-  adam = lambda: _adam_state(params, 0.05)
+  # A large constant LR, so that one update moves the policy past the clip;
+  # one optimizer object, as it is static in the state (a new one retraces).
+  tx = optax.adam(0.05)
+  adam = lambda: state_lib.TrainState.create(params, tx)
   _, _, step1 = _beam_step(1, clip_eps=0.05)
   _, _, step2 = _beam_step(2, clip_eps=0.05)
   chex.clear_trace_counter()
@@ -203,3 +205,13 @@ def test_second_update_on_a_rollout_moves_and_clips_the_ratio(setup):
   # Rollout statistics: the same rollout in both.
   for name in ('reward', 'target_in_group', 'zero_adv_frac', 'sib_adv_std'):
     assert float(m1[name]) == float(m2[name]), name
+
+
+@pytest.mark.parametrize('field,value', [
+    ('updates_per_rollout', 0), ('updates_per_rollout', 1.5),
+    ('sibling_min_std', -0.1), ('reward', 'dcg'), ('step_weights', (1., 2.))])
+def test_bad_objective_settings_name_the_field(field, value):
+  cfg = rl_step_lib.RLConfig(**{field: value})
+  with pytest.raises(ValueError, match=f'^{field}='):
+    cfg.validate(num_levels=3)
+  rl_step_lib.RLConfig().validate(num_levels=3)

@@ -54,7 +54,8 @@ class RLConfig:
   step_weights: tuple[float, ...] = (0.3, 0.5, 1.0)   # w_l, one per level
   value_warmup_steps: int = 0        # first steps train the value head only
   updates_per_rollout: int = 1       # K optimizer steps per rollout batch
-  sibling_min_std: float = 0.0       # sibling sets below: no advantage
+  sibling_min_std: float = 0.0       # a sibling set with a lower reward
+                                     # std gets advantage 0 (0: off)
 
   def validate(self, num_levels: int) -> None:
     """Raises ValueError naming the first bad field."""
@@ -64,7 +65,8 @@ class RLConfig:
     if len(self.step_weights) != num_levels:
       raise ValueError(f'step_weights={tuple(self.step_weights)} needs one '
                        f'weight per SID level (L={num_levels})')
-    if self.updates_per_rollout < 1:
+    if (not isinstance(self.updates_per_rollout, int) or
+        self.updates_per_rollout < 1):
       raise ValueError(f'updates_per_rollout={self.updates_per_rollout}: '
                        'expected an integer >= 1')
     if not self.sibling_min_std >= 0:
