@@ -1,7 +1,9 @@
 """Rewards, GRPO/Sibling-GRPO advantages and losses against references."""
 import collections
+import functools
 import math
 
+from absl.testing import parameterized
 import chex
 import jax
 import jax.numpy as jnp
@@ -41,113 +43,174 @@ def _sibling_reference(codes, r, mask):
   return adv, rep
 
 
-@pytest.mark.parametrize('seed', range(6))
-def test_sibling_advantages_match_reference(seed):
-  rng = np.random.default_rng(seed)
-  g, num_levels = 12, 3
-  codes = rng.integers(0, 3, (g, num_levels))      # small V: many ties
-  case = seed % 3
-  if case == 0:
-    r = rng.normal(size=g)
-  elif case == 1:
-    r = np.full(g, 0.7)                              # all-equal rewards
-  else:
-    r = np.zeros(g)                                  # all-zero rewards
-  mask = rng.random(g) < 0.85
-  adv, rep = jax.jit(advantages.sibling_advantages)(
-      jnp.asarray(codes), jnp.asarray(r, jnp.float32), jnp.asarray(mask))
-  want_adv, want_rep = _sibling_reference(codes, r, mask)
-  np.testing.assert_allclose(np.asarray(adv), want_adv, atol=2e-4)
-  np.testing.assert_array_equal(np.asarray(rep), want_rep)
-  if case:
-    assert not np.asarray(adv).any()
+class PureFunctionsTest(chex.TestCase):
+  """Rewards, advantages and losses: the same numbers jitted and not."""
 
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.parameters(range(6))
+  def test_sibling_advantages_match_reference(self, seed):
+    rng = np.random.default_rng(seed)
+    g, num_levels = 12, 3
+    codes = rng.integers(0, 3, (g, num_levels))      # small V: many ties
+    case = seed % 3
+    if case == 0:
+      r = rng.normal(size=g)
+    elif case == 1:
+      r = np.full(g, 0.7)                            # all-equal rewards
+    else:
+      r = np.zeros(g)                                # all-zero rewards
+    mask = rng.random(g) < 0.85
+    adv, rep = self.variant(advantages.sibling_advantages)(
+        jnp.asarray(codes), jnp.asarray(r, jnp.float32), jnp.asarray(mask))
+    want_adv, want_rep = _sibling_reference(codes, r, mask)
+    np.testing.assert_allclose(np.asarray(adv), want_adv, atol=2e-4)
+    np.testing.assert_array_equal(np.asarray(rep), want_rep)
+    if case:
+      assert not np.asarray(adv).any()
 
-def test_sibling_zero_mean_and_singletons():
-  codes = np.array([[0, 0, 0], [0, 0, 1], [0, 1, 0], [1, 2, 2], [1, 2, 0]])
-  r = np.array([1.0, 0.0, 0.5, -0.2, 0.3], np.float32)
-  adv, rep = advantages.sibling_advantages(jnp.asarray(codes), jnp.asarray(r),
-                                           jnp.ones(5, bool))
-  adv, rep = np.asarray(adv), np.asarray(rep)
-  # Depth 2 under parent (1,): one child (1,2) -> singleton parent, zero.
-  assert adv[3, 1] == 0 and adv[4, 1] == 0
-  # Per sibling set, the advantages of the distinct nodes are zero-mean.
-  for l in range(3):
-    parents = collections.defaultdict(list)
-    for i in range(5):
-      if rep[i, l]:
-        parents[tuple(codes[i, :l])].append(adv[i, l])
-    for vals in parents.values():
-      assert abs(sum(vals)) < 1e-4
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_sibling_zero_mean_and_singletons(self):
+    codes = np.array([[0, 0, 0], [0, 0, 1], [0, 1, 0], [1, 2, 2], [1, 2, 0]])
+    r = np.array([1.0, 0.0, 0.5, -0.2, 0.3], np.float32)
+    adv, rep = self.variant(advantages.sibling_advantages)(
+        jnp.asarray(codes), jnp.asarray(r), jnp.ones(5, bool))
+    adv, rep = np.asarray(adv), np.asarray(rep)
+    # Depth 2 under parent (1,): one child (1,2) -> singleton parent, zero.
+    assert adv[3, 1] == 0 and adv[4, 1] == 0
+    # Per sibling set, the advantages of the distinct nodes are zero-mean.
+    for l in range(3):
+      parents = collections.defaultdict(list)
+      for i in range(5):
+        if rep[i, l]:
+          parents[tuple(codes[i, :l])].append(adv[i, l])
+      for vals in parents.values():
+        assert abs(sum(vals)) < 1e-4
 
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_sibling_min_std_zeroes_only_noise_level_sets(self):
+    # Depth 2: siblings under (0,) differ by 1 (std 0.5); under (1,) by
+    # rank penalties 0.01 apart (std 0.005), which std + 1e-4 blows up.
+    codes = jnp.array([[0, 0], [0, 1], [1, 0], [1, 1]])
+    r = jnp.array([1.0, 0.0, -0.01, -0.02])
+    mask = jnp.ones(4, bool)
+    fn = self.variant(advantages.sibling_advantages)
+    off, _ = fn(codes, r, mask)
+    floored, _ = fn(codes, r, mask, 0.1)
+    off, floored = np.asarray(off), np.asarray(floored)
+    np.testing.assert_allclose(off[2:, 1], [0.005 / 0.0051, -0.005 / 0.0051],
+                               rtol=1e-4)
+    assert not floored[2:, 1].any()                 # noise: no advantage
+    np.testing.assert_array_equal(floored[:2], off[:2])   # std 0.5 kept
+    np.testing.assert_array_equal(floored[:, 0], off[:, 0])  # depth 1 kept
+    np.testing.assert_allclose(
+        off, _sibling_reference(np.asarray(codes), np.asarray(r),
+                                np.ones(4, bool))[0], rtol=1e-5)
 
-def test_sibling_groups_never_mix_prompts():
-  codes = jnp.array([[[0, 0], [0, 1]], [[0, 0], [0, 1]]])
-  r = jnp.array([[1., 0.], [0., 0.]])
-  adv, _ = advantages.batched_sibling_advantages(codes, r, jnp.ones((2, 2),
-                                                                    bool))
-  assert np.asarray(adv[1]).sum() == 0 and np.abs(np.asarray(adv[0])).sum() > 0
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_sibling_groups_never_mix_prompts(self):
+    codes = jnp.array([[[0, 0], [0, 1]], [[0, 0], [0, 1]]])
+    r = jnp.array([[1., 0.], [0., 0.]])
+    adv, _ = self.variant(advantages.batched_sibling_advantages)(
+        codes, r, jnp.ones((2, 2), bool))
+    assert np.asarray(adv[1]).sum() == 0
+    assert np.abs(np.asarray(adv[0])).sum() > 0
 
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_grpo_hand_computed(self):
+    fn = self.variant(advantages.grpo_advantages)
+    r = jnp.array([1., 0., 0., 0.5, 9.])
+    mask = jnp.array([True, True, True, True, False])
+    adv = np.asarray(fn(r, mask))
+    mean = 1.5 / 4
+    std = math.sqrt(((1 - mean) ** 2 + 2 * mean ** 2 + (0.5 - mean) ** 2) / 4)
+    np.testing.assert_allclose(adv[:4], (np.array([1, 0, 0, .5]) - mean) /
+                               (std + 1e-4), rtol=1e-5)
+    assert adv[4] == 0
+    assert not np.asarray(fn(jnp.zeros(4), jnp.ones(4, bool))).any()
 
-def test_grpo_hand_computed():
-  r = jnp.array([1., 0., 0., 0.5, 9.])
-  mask = jnp.array([True, True, True, True, False])
-  adv = np.asarray(advantages.grpo_advantages(r, mask))
-  mean = 1.5 / 4
-  std = math.sqrt(((1 - mean) ** 2 + 2 * mean ** 2 + (0.5 - mean) ** 2) / 4)
-  np.testing.assert_allclose(adv[:4], (np.array([1, 0, 0, .5]) - mean) /
-                             (std + 1e-4), rtol=1e-5)
-  assert adv[4] == 0
-  zero = np.asarray(advantages.grpo_advantages(jnp.zeros(4), jnp.ones(4,
-                                                                      bool)))
-  assert not zero.any()
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_ranking_reward_hand_computed(self):
+    items = jnp.array([5, 7, 9, 11])
+    logp = jnp.array([-1., -0.5, -3., -2.])     # ranks: 1, 0, 3, 2
+    mask = jnp.array([True, True, True, True])
+    fn = self.variant(rewards.ranking_reward)
+    r = np.asarray(fn(items, logp, mask, 9))
+    a = {r: 1 / math.log2(r + 2) for r in range(4)}
+    s = sum(a.values())                         # over all four ranks
+    np.testing.assert_allclose(r, [-a[1] / s, -a[0] / s, 1.0, -a[2] / s],
+                               rtol=1e-6)
+    assert not np.asarray(fn(items, logp, mask, 3)).any()   # target absent
 
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_group_reward_kinds(self):
+    items, mask = jnp.array([4, 6]), jnp.array([True, True])
+    codes = jnp.array([[1, 2, 3], [1, 0, 3]])
+    target, target_codes = jnp.int32(6), jnp.array([1, 2, 0])
+    def reward(kind):
+      return np.asarray(self.variant(functools.partial(
+          rewards.group_reward, kind))(items, codes, jnp.zeros(2), mask,
+                                       target, target_codes))
+    np.testing.assert_allclose(reward('prefix'), [2 / 3, 1 / 3])
+    np.testing.assert_array_equal(reward('exact'), [0., 1.])
+    with pytest.raises(ValueError, match='unknown reward kind'):
+      reward('dcg')
 
-def test_ranking_reward_hand_computed():
-  items = jnp.array([5, 7, 9, 11])
-  logp = jnp.array([-1., -0.5, -3., -2.])     # ranks: 1, 0, 3, 2
-  mask = jnp.array([True, True, True, True])
-  r = np.asarray(rewards.ranking_reward(items, logp, mask, 9))
-  a = {r: 1 / math.log2(r + 2) for r in range(4)}
-  s = sum(a.values())                         # over all four ranks
-  np.testing.assert_allclose(r, [-a[1] / s, -a[0] / s, 1.0, -a[2] / s],
-                             rtol=1e-6)
-  absent = np.asarray(rewards.ranking_reward(items, logp, mask, 3))
-  assert not absent.any()
-  np.testing.assert_allclose(np.asarray(rewards.prefix_reward(
-      jnp.array([[1, 2, 3], [1, 0, 3]]), jnp.array([True, True]),
-      jnp.array([1, 2, 0]))), [2 / 3, 1 / 3])
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_dense_rewards_and_td_hand_computed(self):
+    codes = jnp.array([[0, 1], [0, 2], [1, 0]])
+    emb = jnp.array([[1., 0.], [0., 1.], [1., 1.]])
+    target_emb = jnp.array([1., 0.])
+    target_codes = jnp.array([0, 2])
+    w = jnp.array([0.3, 1.0])
+    r = np.asarray(self.variant(rewards.dense_step_rewards)(
+        codes, jnp.ones(3, bool), emb, target_emb, target_codes, w))
+    # Depth 1: candidates 0, 1 match the target prefix (0,) -> 0.3;
+    # candidate 2's group is itself: cos((1,1),(1,0)) = 1/sqrt(2).
+    np.testing.assert_allclose(r[:, 0], [0.3, 0.3,
+                                         -0.3 * (1 - 1 / math.sqrt(2))],
+                               rtol=1e-6)
+    np.testing.assert_allclose(r[:, 1], [-1.0 * (1 - 1.0), 1.0,
+                                         -1.0 * (1 - 1 / math.sqrt(2))],
+                               rtol=1e-6, atol=1e-7)
+    values = jnp.array([0.1, 0.2, 0.4])
+    t = np.asarray(self.variant(rewards.td_targets)(
+        jnp.array([0.3, 1.0]), values, 0.99))
+    np.testing.assert_allclose(t, [0.99 * 0.2, 0.3 + 0.99 * 0.4, 1.0],
+                               rtol=1e-6)
 
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_kl_nonnegative_zero_at_reference(self):
+    rng = np.random.default_rng(0)
+    logp = jnp.asarray(-rng.random((4, 3)) * 3, jnp.float32)
+    ref = jnp.asarray(-rng.random((4, 3)) * 3, jnp.float32)
+    mask = jnp.ones((4, 3), bool)
+    kl = self.variant(losses.k3_kl)
+    d = np.asarray(ref - logp)
+    np.testing.assert_allclose(kl(logp, ref, mask), np.exp(d) - d - 1,
+                               rtol=1e-5, atol=1e-7)
+    assert (np.asarray(kl(logp, ref, mask)) >= 0).all()
+    assert not np.asarray(kl(logp, logp, mask)).any()
 
-def test_dense_rewards_and_td_hand_computed():
-  codes = jnp.array([[0, 1], [0, 2], [1, 0]])
-  emb = jnp.array([[1., 0.], [0., 1.], [1., 1.]])
-  target_emb = jnp.array([1., 0.])
-  target_codes = jnp.array([0, 2])
-  w = jnp.array([0.3, 1.0])
-  r = np.asarray(rewards.dense_step_rewards(
-      codes, jnp.ones(3, bool), emb, target_emb, target_codes, w))
-  # Depth 1: candidates 0, 1 match the target prefix (0,) -> 0.3; candidate
-  # 2's group is itself: cos((1,1),(1,0)) = 1/sqrt(2).
-  np.testing.assert_allclose(r[:, 0], [0.3, 0.3,
-                                       -0.3 * (1 - 1 / math.sqrt(2))],
-                             rtol=1e-6)
-  np.testing.assert_allclose(r[:, 1], [-1.0 * (1 - 1.0), 1.0,
-                                       -1.0 * (1 - 1 / math.sqrt(2))],
-                             rtol=1e-6, atol=1e-7)
-  values = jnp.array([0.1, 0.2, 0.4])
-  t = np.asarray(rewards.td_targets(jnp.array([0.3, 1.0]), values, 0.99))
-  np.testing.assert_allclose(t, [0.99 * 0.2, 0.3 + 0.99 * 0.4, 1.0],
-                             rtol=1e-6)
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_clipped_surrogate_hand_computed(self):
+    # Ratios e^0.5, e^-0.5, e^0.05, 1 (masked); eps 0.2.
+    logp = jnp.array([[0.5, -0.5], [0.05, -9.]])
+    old = jnp.zeros((2, 2))
+    adv = jnp.array([[1., -1.], [2., 5.]])
+    mask = jnp.array([[True, True], [True, False]])
+    got = np.asarray(self.variant(losses.clipped_surrogate)(
+        logp, old, adv, mask, 0.2))
+    # A > 0 caps the ratio at 1.2; A < 0 floors it at 0.8; inside: r * A.
+    np.testing.assert_allclose(got, [[1.2, -0.8], [2 * math.exp(0.05), 0.]],
+                               rtol=1e-6)
 
-
-def test_kl_nonnegative_zero_at_reference():
-  rng = np.random.default_rng(0)
-  logp = jnp.asarray(-rng.random((4, 3)) * 3, jnp.float32)
-  ref = jnp.asarray(-rng.random((4, 3)) * 3, jnp.float32)
-  mask = jnp.ones((4, 3), bool)
-  assert (np.asarray(losses.k3_kl(logp, ref, mask)) >= 0).all()
-  assert not np.asarray(losses.k3_kl(logp, logp, mask)).any()
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_value_td_loss_hand_computed(self):
+    values = jnp.array([[1., 2.], [3., 4.], [9., 9.]])
+    targets = jnp.array([[0., 2.], [3., 2.], [0., 0.]])
+    got = self.variant(losses.value_td_loss)(
+        values, targets, jnp.array([True, True, False]))
+    np.testing.assert_allclose(got, (1. + 0. + 0. + 4.) / 4, rtol=1e-6)
 
 
 def test_surrogate_gradient_moves_positive_token_up():

@@ -2,6 +2,8 @@
 
 Used by the RL step's logs and the rollout benchmark (`launch.benchmark
 --suite=ved`). Jittable; shapes: B prompts, G candidates, L levels, N items.
+The RL step's loss metrics are read from the same per-prompt values the loss
+is made of (rl.step.GroupLossParts), not recomputed.
 """
 import jax.numpy as jnp
 
@@ -57,6 +59,55 @@ def group_stats(cands, reward, adv, target, long_tail_mask=None):
     tail = jnp.take(long_tail_mask, jnp.maximum(cands.items, 0)) & mask
     out['long_tail_share'] = tail.sum() / n
   return out
+
+
+def sibling_adv_std(sib_adv, sib_rep, mask):
+  """Population std of the sibling advantages over distinct nodes.
+
+  Args:
+    sib_adv: [B, G, L] sibling advantages.
+    sib_rep: [B, G, L] bool, one representative per distinct node.
+    mask: [B, G] real candidates.
+
+  Returns:
+    [] float32.
+  """
+  nodes = sib_rep & mask[..., None]
+  n = jnp.maximum(nodes.sum(), 1)
+  mean = jnp.where(nodes, sib_adv, 0.).sum() / n
+  return jnp.sqrt(jnp.where(nodes, (sib_adv - mean) ** 2, 0.).sum() / n)
+
+
+def loss_stats(parts, mask, weight, entropy, values, clip_eps: float):
+  """Means of one update's loss terms.
+
+  Args:
+    parts: rl.step.GroupLossParts with [B] scalars and ratio [B, G, L].
+    mask: [B, G] real candidates.
+    weight: [B] float32, 1 for real prompts, 0 for padding.
+    entropy: [B, G, L] entropy of the constrained policy at each token.
+    values: [B, G, L+1] values along the candidates' paths.
+    clip_eps: the surrogate's clip range.
+
+  Returns:
+    Dict of scalars: kl and value_loss (means over real prompts), entropy
+    (mean over real tokens), value_root (mean V(s_0)), clip_frac (share of
+    real tokens whose ratio lies outside 1 +/- clip_eps, where the clip
+    can stop the gradient; 0 on a rollout's first update) and ratio_dev
+    (mean |ratio - 1| over real tokens).
+  """
+  tok_mask = jnp.broadcast_to(mask[..., None], entropy.shape)
+  n_tok = jnp.maximum(tok_mask.sum(), 1)
+  denom = jnp.maximum(weight.sum(), 1.)
+  dev = jnp.abs(parts.ratio - 1.)
+  return {
+      'kl': (parts.kl * weight).sum() / denom,
+      'value_loss': (parts.value_loss * weight).sum() / denom,
+      'entropy': jnp.where(tok_mask, entropy, 0.).sum() / n_tok,
+      'value_root': values[:, 0, 0].mean(),
+      'clip_frac': (tok_mask & (dev > clip_eps)).sum() / n_tok,
+      'ratio_dev': jnp.where(tok_mask, dev, 0.).sum() / n_tok,
+  }
 
 
 def ved_tree_stats(tree, target, num_levels: int, num_candidates: int):

@@ -186,11 +186,14 @@ def rl_stage(run: Run, init_params) -> Stage:
   total_steps = c.value_warmup_steps + (
       c.num_steps if c.num_steps > 0 else
       c.num_epochs * iterator.batches_per_epoch)
+  # Each step (rollout) makes K optimizer updates: schedules count updates.
+  k = c.updates_per_rollout
   tx = state_lib.make_rl_optimizer(
       policy_lr=c.learning_rate, value_lr=c.value_learning_rate,
-      total_steps=total_steps, warmup_steps=c.warmup_steps,
-      value_warmup_steps=c.value_warmup_steps, weight_decay=c.weight_decay,
-      grad_clip=c.grad_clip, param_labels=rl_step_lib.value_param_label)
+      total_steps=k * total_steps, warmup_steps=k * c.warmup_steps,
+      value_warmup_steps=k * c.value_warmup_steps,
+      weight_decay=c.weight_decay, grad_clip=c.grad_clip,
+      param_labels=rl_step_lib.value_param_label)
   # A copy: the state's buffers are donated every step.
   reference = jax.tree_util.tree_map(jnp.copy, init_params)
   state, state_sharding = _sharded_state(
