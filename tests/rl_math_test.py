@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 from vstar_jax.rl import advantages
+from vstar_jax.rl import diagnostics
 from vstar_jax.rl import losses
 from vstar_jax.rl import rewards
+from vstar_jax.rl import step as rl_step
 
 
 def _sibling_reference(codes, r, mask):
@@ -212,6 +214,53 @@ class PureFunctionsTest(chex.TestCase):
         values, targets, jnp.array([True, True, False]))
     np.testing.assert_allclose(got, (1. + 0. + 0. + 4.) / 4, rtol=1e-6)
 
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.parameters(0.0, 1.0)
+  def test_group_loss_hand_computed(self, policy_on):
+    # G = 4 (the last masked), L = 2, on-policy (ratio 1), reference = pi.
+    logp = jnp.log(jnp.array([[.5, .5], [.25, .5], [.5, 1.], [1., 1.]]))
+    mask = jnp.array([True, True, True, False])
+    signal = rl_step.GroupSignal(
+        reward=jnp.zeros(4), adv=jnp.array([1., -.5, 2., 7.]),
+        sib_adv=jnp.array([[1., 0.], [-1., 3.], [-1., 3.], [5., 5.]]),
+        sib_rep=jnp.array([[True, True], [True, True], [False, False],
+                           [True, True]]),
+        dense=jnp.ones((4, 2)))
+    cfg = rl_step.RLConfig(
+        reward='ranking', grpo_weight=1.0, sibling_alpha=1.0,
+        sibling_min_std=0.0, clip_eps=0.2, updates_per_rollout=1,
+        kl_beta=1e-3, value_coef=0.5, gamma=0.99, step_weights=(1., 1.),
+        value_warmup_steps=0)
+    loss, parts = self.variant(functools.partial(rl_step.group_loss,
+                                                 cfg=cfg))(
+        logp, logp, logp, jnp.zeros((4, 3)), signal, mask,
+        jnp.float32(policy_on))
+    j_grpo = (1. - .5 + 2.) * 2 / (3 * 2)        # ratio 1: sum of A / |C| L
+    j_sib = (1. + 0. - 1. + 3.) / 3              # representatives only
+    value_loss = 2 / 3     # targets (0, 1, 1) against values 0, per row
+    np.testing.assert_allclose(parts.j_grpo, j_grpo, rtol=1e-6)
+    np.testing.assert_allclose(parts.j_sib, j_sib, rtol=1e-6)
+    np.testing.assert_allclose(parts.value_loss, value_loss, rtol=1e-6)
+    assert float(parts.kl) == 0
+    np.testing.assert_array_equal(parts.ratio, np.ones((4, 2)))
+    np.testing.assert_allclose(
+        loss, -(j_grpo + j_sib) * policy_on + 0.5 * value_loss, rtol=1e-6)
+
+
+def test_loss_stats_clip_fraction_and_ratio_deviation():
+  ratio = jnp.array([[[1., 1.3], [0.7, 1.1]], [[1.5, 1.5], [9., 9.]]])
+  parts = rl_step.GroupLossParts(
+      j_grpo=jnp.zeros(2), j_sib=jnp.zeros(2), kl=jnp.array([1., 3.]),
+      value_loss=jnp.array([2., 4.]), ratio=ratio)
+  mask = jnp.array([[True, True], [True, False]])      # 6 real tokens
+  s = diagnostics.loss_stats(parts, mask, jnp.array([1., 0.]),
+                             jnp.ones((2, 2, 2)), jnp.zeros((2, 2, 3)), 0.2)
+  np.testing.assert_allclose(s['clip_frac'], 4 / 6)  # 1.3, .7, 1.5, 1.5
+  np.testing.assert_allclose(s['ratio_dev'], (0 + .3 + .3 + .1 + 1.) / 6,
+                             rtol=1e-6)
+  assert float(s['kl']) == 1 and float(s['value_loss']) == 2  # prompt 0 only
+  assert float(s['entropy']) == 1
+
 
 def test_surrogate_gradient_moves_positive_token_up():
   chex.clear_trace_counter()
@@ -232,7 +281,6 @@ def test_surrogate_gradient_moves_positive_token_up():
 
 
 def test_group_stats_hand_computed():
-  from vstar_jax.rl import diagnostics  # pylint: disable=g-import-not-at-top
   from vstar_jax.decoding import types  # pylint: disable=g-import-not-at-top
   items = jnp.array([[3, 4, 5, 3], [1, 2, 0, 0]])
   codes = jnp.array([[[0, 1], [0, 2], [1, 0], [0, 1]],
@@ -259,7 +307,6 @@ def test_group_stats_hand_computed():
 
 
 def test_ved_tree_stats_hand_computed():
-  from vstar_jax.rl import diagnostics  # pylint: disable=g-import-not-at-top
   from vstar_jax.decoding.ved import tree as tree_lib  # pylint: disable=g-import-not-at-top
   tree = tree_lib.empty_tree(2, 5, 3, {})
   # User 0: leaves (depth 2) items 7, 8, 9; the target 8 has the best value
