@@ -3,7 +3,8 @@
   python -m launch.evaluate --workdir=runs/default
   python -m launch.evaluate --workdir=runs/default --beam_width=20 --stage=sft
 
-Prints the Markdown table and writes WORKDIR/eval_<stage>_beam<K>.json.
+Prints the Markdown table and writes WORKDIR/eval_<stage>_beam<K>.json and
+the per-user ranks beside it (WORKDIR/eval_<stage>_beam<K>.user_ranks/).
 """
 import os
 
@@ -14,6 +15,7 @@ import jax
 from launch import runtime
 from vstar_jax import experiment
 from vstar_jax.data import files
+from vstar_jax.eval import user_ranks
 from vstar_jax.train import loop
 from vstar_jax.train import recommender
 
@@ -31,13 +33,14 @@ def _evaluate():
   exp = experiment.load_experiment(config, _WORKDIR.value)
   model = recommender.from_config(config, exp)
   params = loop.restore_params(config, model, _WORKDIR.value, _STAGE.value)
-  metrics, seconds = loop.final_evaluation(config, exp, model, params)
+  metrics, seconds, ranks = loop.final_evaluation(config, exp, model, params)
   out = {'stage': _STAGE.value, 'beam_width': config.eval.beam_width,
          'metrics': metrics, 'seconds': seconds,
          'git_commit': loop.git_commit()}
   path = os.path.join(_WORKDIR.value, f'eval_{_STAGE.value}_beam'
                       f'{config.eval.beam_width}.json')
   files.write_json(path, out)
+  user_ranks.write(path, _STAGE.value, ranks)
   print(loop.results_table({'metrics': {_STAGE.value: metrics}}))
 
 

@@ -24,6 +24,7 @@ from vstar_jax import parallel
 from vstar_jax.data import files
 from vstar_jax.data import pipeline
 from vstar_jax.eval import evaluate as evaluate_lib
+from vstar_jax.eval import user_ranks
 from vstar_jax.models import policy
 from vstar_jax.decoding import beam as beam_lib
 from vstar_jax.rl import item_embeddings
@@ -61,9 +62,11 @@ def git_commit() -> str:
 def evaluate_split(rank_fn, params, exp: experiment_lib.Experiment,
                    examples, *, batch_size: int, beam_width: int,
                    diversity: bool = True,
-                   mesh: jax.sharding.Mesh | None = None) -> dict[str, float]:
-  """Metrics of one split; with a mesh, users are split over 'data'."""
-  return evaluate_lib.evaluate(
+                   mesh: jax.sharding.Mesh | None = None
+                   ) -> tuple[dict[str, float], np.ndarray]:
+  """(metrics, [M] target ranks) of one split; with a mesh, users are split
+  over 'data'."""
+  return evaluate_lib.evaluate_ranks(
       rank_fn, params, exp.trie, examples.history, examples.history_mask,
       examples.target, batch_size=batch_size, list_len=beam_width,
       item_codes=exp.codes,
@@ -219,7 +222,7 @@ def _run_stage(name: str, config, exp, model, writer, workdir: str, *,
       writer.write_scalars(step_num, scalars, prefix=f'{name}/')
       pending = []
     if step_num % eval_every == 0 or step_num == total_steps:
-      m = evaluate_split(rank_fn, state.params, exp, valid_subset,
+      m, _ = evaluate_split(rank_fn, state.params, exp, valid_subset,
                          batch_size=config.eval.batch_size,
                          beam_width=config.eval.valid_beam, diversity=False,
                          mesh=mesh)
@@ -390,21 +393,24 @@ def final_evaluation(config, exp, model, params,
   on it (train_and_evaluate); without, everything sits on one device.
 
   Returns:
-    (metrics {split: {name: value}}, seconds {split: wall time}).
+    (metrics {split: {name: value}}, seconds {split: wall time},
+    per-user ranks {split: user_ranks.UserRanks}).
   """
   beam_width = config.eval.beam_width
   rank_fn = jit_rank_fn(
       model, beam_width, mesh, None if mesh is None else
       jax.tree_util.tree_map(lambda x: x.sharding, params))
-  metrics, seconds = {}, {}
+  metrics, seconds, ranks = {}, {}, {}
   for name in ('valid', 'test'):
     examples = getattr(exp.split, name)
     start = time.perf_counter()
-    metrics[name] = evaluate_split(rank_fn, params, exp, examples,
-                                   batch_size=config.eval.batch_size,
-                                   beam_width=beam_width, mesh=mesh)
+    metrics[name], rank = evaluate_split(rank_fn, params, exp, examples,
+                                         batch_size=config.eval.batch_size,
+                                         beam_width=beam_width, mesh=mesh)
+    ranks[name] = user_ranks.UserRanks(examples.user, examples.target, rank,
+                                       beam_width)
     seconds[name] = time.perf_counter() - start
-  return metrics, seconds
+  return metrics, seconds, ranks
 
 
 def results_table(results: dict[str, Any]) -> str:
@@ -469,8 +475,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     if params is None:            # stopped early on purpose: resume later
       writer.close()
       return results
-    results['metrics']['sft'], results['timings']['sft_eval_s'] = (
-        final_evaluation(config, exp, model, params, mesh))
+    (results['metrics']['sft'], results['timings']['sft_eval_s'],
+     ranks) = final_evaluation(config, exp, model, params, mesh)
+    if is_main:   # issue 12: per-user ranks beside results.json
+      user_ranks.write(os.path.join(workdir, 'results.json'), 'sft', ranks)
   if 'rl' in stages:
     if params is None:
       if not config.init_from:
@@ -484,8 +492,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     if params is None:
       writer.close()
       return results
-    results['metrics']['rl'], results['timings']['rl_eval_s'] = (
-        final_evaluation(config, exp, model, params, mesh))
+    (results['metrics']['rl'], results['timings']['rl_eval_s'],
+     ranks) = final_evaluation(config, exp, model, params, mesh)
+    if is_main:   # issue 12: per-user ranks beside results.json
+      user_ranks.write(os.path.join(workdir, 'results.json'), 'rl', ranks)
   results['timings']['wall_s'] = time.perf_counter() - start
   results['device'] = str(jax.devices()[0].device_kind)
   writer.close()
