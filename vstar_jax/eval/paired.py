@@ -234,7 +234,8 @@ def markdown(c: Comparison) -> str:
       f'B: {c.stage_b} of {", ".join(c.runs_b)}',
       f'split {c.split}, {c.deltas[0].rows} paired rows, {pct}% percentile '
       f'bootstrap CI ({c.num_resamples} resamples, seed {c.seed})', '',
-      f'| metric | A | B | A - B | rel. | {pct}% CI | rel. CI | CI excludes 0 |',
+      f'| metric | A | B | A - B | rel. | {pct}% CI | rel. CI | '
+      'CI excludes 0 |',
       '|---|---|---|---|---|---|---|---|']
   for d in c.deltas:
     lines.append(
