@@ -23,6 +23,7 @@ from vstar_jax import metrics_writer
 from vstar_jax import parallel
 from vstar_jax.data import files
 from vstar_jax.data import pipeline
+from vstar_jax.data import splits
 from vstar_jax.eval import evaluate as evaluate_lib
 from vstar_jax.eval import user_ranks
 from vstar_jax.models import policy
@@ -143,16 +144,29 @@ def _mean_metrics(pending: list[dict[str, jax.Array]]) -> dict[str, float]:
   return out
 
 
+def stage_examples(config, split, name: str):
+  """The training windows stage `name` reads (fresh-prompt protocol)."""
+  try:   # issue 12
+    return splits.stage_examples(
+        split, name, fresh_windows=config.data.fresh_windows,
+        replay_sft_windows=config.rl.replay_sft_windows,
+        sft_train_on=config.sft.train_on)
+  except ValueError as e:
+    raise experiment_lib.ConfigError(str(e)) from None
+
+
 def _stage_iterator(config, exp, batch_size: int, name: str):
-  iterator = pipeline.BatchIterator(
-      exp.split.train, batch_size=batch_size, seed=config.seed,
-      shuffle=True, drop_remainder=True, process_index=jax.process_index(),
-      process_count=jax.process_count())
-  if iterator.batches_per_epoch == 0:
+  examples = stage_examples(config, exp.split, name)
+  logging.info('%s reads %d of %d training windows', name, len(examples),
+               len(exp.split.train))
+  if batch_size > len(examples):
     raise experiment_lib.ConfigError(
         f'config.{name}.batch_size={batch_size} exceeds the '
-        f'{len(exp.split.train)} training examples')
-  return iterator
+        f'{len(examples)} training examples')
+  return pipeline.BatchIterator(
+      examples, batch_size=batch_size, seed=config.seed,
+      shuffle=True, drop_remainder=True, process_index=jax.process_index(),
+      process_count=jax.process_count())
 
 
 def _run_stage(name: str, config, exp, model, writer, workdir: str, *,
@@ -278,7 +292,11 @@ def _run_stage(name: str, config, exp, model, writer, workdir: str, *,
 def run_sft(config: ml_collections.ConfigDict, exp, model, keys, writer,
             workdir: str, mesh: jax.sharding.Mesh
             ) -> tuple[Any, dict[str, Any]]:
-  """Trains the model by SFT; returns (best params, stage summary)."""
+  """Trains the model by SFT; returns (best params, stage summary).
+
+  With config.init_from, training starts from that run's best SFT
+  parameters (a fresh optimizer) instead of a random initialisation.
+  """
   c = config.sft
   iterator = _stage_iterator(config, exp, c.batch_size, 'sft')
   total_steps = c.num_steps if c.num_steps > 0 else (
@@ -288,10 +306,15 @@ def run_sft(config: ml_collections.ConfigDict, exp, model, keys, writer,
       warmup_steps=c.warmup_steps, weight_decay=c.weight_decay,
       grad_clip=c.grad_clip)
   # Parameters and optimizer state are born on their shardings.
+  if config.init_from:   # issue 12: CE continuation of a finished SFT run
+    params_of, start = (lambda p: p), restore_params(
+        config, model, config.init_from, 'sft', mesh)
+  else:
+    params_of, start = model.init, keys['init']
   state, state_sharding = parallel.create_sharded(
-      lambda key: state_lib.TrainState.create(model.init(key), tx),
+      lambda x: state_lib.TrainState.create(params_of(x), tx),
       lambda abstract: parallel.state_shardings(config, mesh, abstract),
-      keys['init'])
+      start)
   logging.info('%s model parameters: %d', model.kind,
                policy.num_params(state.params))
   step_fn = jit_sft_step(model.train_step, mesh, state_sharding)
