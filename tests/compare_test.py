@@ -10,12 +10,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from launch.configs import smoke
 from tests import conftest
 from vstar_jax.data import files
 from vstar_jax.eval import evaluate
 from vstar_jax.eval import paired
 from vstar_jax.eval import ranking
 from vstar_jax.eval import user_ranks
+from vstar_jax.train import loop
 
 
 def _loop_percentile(sorted_values, q):
@@ -226,3 +228,34 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path):
     assert out.stderr.startswith('compare: error: ') and message in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
     assert not list(tmp_path.glob('bad*'))
+
+
+def _smoke_config(**overrides):
+  config = smoke.get_config()
+  config.data.dir = str(conftest.REPO_ROOT / config.data.dir)
+  config.data.index = str(conftest.REPO_ROOT / config.data.index)
+  for key, value in overrides.items():
+    section, leaf = key.split('.') if '.' in key else (None, key)
+    (config[section] if section else config)[leaf] = value
+  return config
+
+
+def test_runs_write_ranks_and_ce_control_starts_from_init(tmp_path):
+  """A run writes per-user ranks of its metrics; an SFT stage with
+  init_from starts from that run (at learning rate 0 it stays there)."""
+  base = loop.train_and_evaluate(_smoke_config(), str(tmp_path / 'sft'))
+  folder = user_ranks.resolve(str(tmp_path / 'sft'))
+  for split in ('valid', 'test'):
+    ranks = user_ranks.read(folder, 'sft', split)
+    for m in ('hr@1', 'ndcg@10', 'ndcg@20'):
+      assert (user_ranks.per_user_metric(ranks.rank, m).mean() ==
+              base['metrics']['sft'][split][m])
+  ce = loop.train_and_evaluate(_smoke_config(**{
+      'init_from': str(tmp_path / 'sft'), 'data.fresh_windows': 1,
+      'sft.train_on': 'rl_prompts', 'sft.batch_size': 8,
+      'sft.learning_rate': 0.0, 'sft.num_steps': 2, 'sft.eval_every': 2}),
+                               str(tmp_path / 'ce'))
+  assert ce['metrics'] == base['metrics']
+  delta = paired.compare([user_ranks.resolve(str(tmp_path / 'ce'))],
+                         [folder]).deltas[0]
+  assert delta.diff == 0 and delta.ci == (0.0, 0.0)
