@@ -3,7 +3,8 @@
   python -m launch.evaluate --workdir=runs/default
   python -m launch.evaluate --workdir=runs/default --beam_width=20 --stage=sft
 
-Prints the Markdown table and writes WORKDIR/eval_<stage>_beam<K>.json.
+Prints the Markdown table and writes WORKDIR/eval_<stage>_beam<K>.json and
+the per-user ranks beside it (WORKDIR/eval_<stage>_beam<K>.user_ranks/).
 """
 import dataclasses
 import os
@@ -17,6 +18,7 @@ from launch.configs import common
 from vstar_jax import errors
 from vstar_jax import experiment
 from vstar_jax.data import files
+from vstar_jax.eval import user_ranks
 from vstar_jax.train import evaluation
 from vstar_jax.train import recommender
 
@@ -38,13 +40,15 @@ def _evaluate():
   model = recommender.from_config(config, exp)
   params = evaluation.restore_params(config, model, _WORKDIR.value,
                                      _STAGE.value)
-  metrics, seconds = evaluation.final_evaluation(config, exp, model, params)
+  metrics, seconds, ranks = evaluation.final_evaluation(config, exp, model,
+                                                        params)
   out = {'stage': _STAGE.value, 'beam_width': config.eval.beam_width,
          'metrics': metrics, 'seconds': seconds,
          'git_commit': evaluation.git_commit()}
   path = os.path.join(_WORKDIR.value, f'eval_{_STAGE.value}_beam'
                       f'{config.eval.beam_width}.json')
   files.write_json(path, out)
+  user_ranks.write(path, _STAGE.value, ranks)
   print(evaluation.results_table({'metrics': {_STAGE.value: metrics}}))
 
 

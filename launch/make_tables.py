@@ -8,8 +8,16 @@ WORKSPACE.md; NAME is `DATASET/STAGE` (e.g. `scientific/sft`), `DATASET` for
 all variants of a dataset, or a results sub-folder. A row is a variant
 folder `results/DATASET/VARIANT/` holding one `seed*.json` (a run's
 results.json) per seed; cells are mean +- population std over seeds of the
-test metrics of the run's last stage (or `--stage`), selected on validation
-by the run itself.
+test metrics of the run's last stage, selected on validation by the run
+itself.
+
+Tables with an RL row get a column "ndcg@10 Δ vs REF [95% CI]": the paired
+test NDCG@10 difference of each RL row against the reference variant REF
+(`sft` unless the marker says `<!-- table:NAME vs=REF -->`) with its 95%
+percentile-bootstrap CI over users (eval/paired.py: each side averaged per
+user over its seeds, 10,000 resamples, seed 0). It needs per-user ranks
+`seedK.user_ranks/` beside every `seedK.json` of both rows (copied from the
+runs' `results.user_ranks/`); "n/a" otherwise.
 """
 import collections
 import glob
@@ -22,14 +30,19 @@ from absl import app
 from absl import flags
 import numpy as np
 
+from vstar_jax.eval import paired
+from vstar_jax.eval import user_ranks
+
 _WORKSPACE = flags.DEFINE_string('workspace', 'WORKSPACE.md', 'File to edit.')
 _RESULTS = flags.DEFINE_string('results', 'results', 'Results folder.')
 _CHECK = flags.DEFINE_bool('check', False, 'Only check the tables are fresh.')
 
 METRICS = ('hr@1', 'hr@3', 'hr@5', 'hr@10', 'ndcg@3', 'ndcg@5', 'ndcg@10',
            'coverage@10', 'long_tail_share@10', 'distinct_l1@10')
-_MARKER = re.compile(r'(<!-- table:(?P<name>[^ ]+) -->\n)(?P<body>.*?)'
-                     r'(<!-- /table:(?P=name) -->)', re.S)
+_MARKER = re.compile(r'(<!-- table:(?P<name>[^ ]+)(?: vs=(?P<ref>[^ ]+))? '
+                     r'-->\n)(?P<body>.*?)(<!-- /table:(?P=name) -->)', re.S)
+DELTA_METRIC = 'ndcg@10'
+
 
 
 def _stage_metrics(result: dict, stage: str | None):
@@ -70,20 +83,48 @@ def _device_name(result: dict) -> str:
   return device.replace('NVIDIA ', '')
 
 
-def table(results_dir: str, name: str) -> str:
-  """Markdown table for a `DATASET[/VARIANT]` name."""
+def _delta_cell(variant_dir: str, ref_dir: str, stage: str) -> str:
+  """Paired DELTA_METRIC difference vs the reference row, or 'n/a'."""
+  if os.path.normpath(variant_dir) == os.path.normpath(ref_dir):
+    return 'ref.'
+  sides = []
+  for d in (variant_dir, ref_dir):
+    runs = sorted(glob.glob(os.path.join(d, 'seed*.json')))
+    folders = [user_ranks.folder_of(p) for p in runs]
+    if not runs or not all(f.is_dir() for f in folders):
+      return 'n/a'
+    sides.append(folders)
+  comparison = paired.compare(sides[0], sides[1], stage_a=stage,
+                              metrics=(DELTA_METRIC,))
+  return paired.format_delta(comparison.deltas[0])
+
+
+def table(results_dir: str, name: str, ref: str | None = None) -> str:
+  """Markdown table for a `DATASET[/VARIANT]` name.
+
+  Args:
+    results_dir: the results folder.
+    name: the table's folder under it.
+    ref: the variant RL tables' delta column compares with ('sft' if None).
+  """
   base = os.path.join(results_dir, name)
   dirs = ([base] if glob.glob(os.path.join(base, 'seed*.json')) else
           sorted(d for d in glob.glob(os.path.join(base, '*'))
                  if os.path.isdir(d)))
-  rows = [r for r in (_row(d, None) for d in dirs) if r is not None]
+  rows = [(d, r) for d, r in ((d, _row(d, None)) for d in dirs)
+          if r is not None]
   if not rows:
     raise ValueError(f'{base}: no seed*.json results')
   header = (['variant', 'stage', 'seeds', 'beam'] + list(METRICS) +
             ['wall min (device, runs)'])
+  if any(r[1] == 'rl' for _, r in rows):
+    ref = ref or 'sft'
+    header.append(f'{DELTA_METRIC} Δ vs {ref} [95% CI]')
+    rows = [(d, r + [_delta_cell(d, os.path.join(base, ref), r[1])])
+            for d, r in rows]
   lines = ['| ' + ' | '.join(header) + ' |',
            '|' + '---|' * len(header)]
-  lines += ['| ' + ' | '.join(r) + ' |' for r in rows]
+  lines += ['| ' + ' | '.join(r) + ' |' for _, r in rows]
   return '\n'.join(lines) + '\n'
 
 
@@ -93,7 +134,7 @@ def main(argv):
   text = open(_WORKSPACE.value).read()
   try:
     new = _MARKER.sub(lambda m: m.group(1) + table(
-        _RESULTS.value, m.group('name')) + m.group(4), text)
+        _RESULTS.value, m.group('name'), m.group('ref')) + m.group(5), text)
   except ValueError as e:
     print(f'make_tables: error: {e}', file=sys.stderr)
     sys.exit(1)

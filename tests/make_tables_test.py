@@ -3,7 +3,13 @@ import json
 import subprocess
 import sys
 
+import numpy as np
+import pytest
+
 from tests import conftest
+from vstar_jax.eval import paired
+from vstar_jax.eval import ranking
+from vstar_jax.eval import user_ranks
 
 
 def _result(ndcg10, device='cpu'):
@@ -40,3 +46,59 @@ def test_table_mean_std_and_check(tmp_path):
 def test_repository_tables_are_fresh():
   out = _run('--check', cwd=conftest.REPO_ROOT)
   assert out.returncode == 0, out.stderr
+
+
+def _write_seed(variant_dir, seed, stage, ranks):
+  """seed{seed}.json of one stage, with its per-user ranks beside it."""
+  variant_dir.mkdir(parents=True, exist_ok=True)
+  test = ranking.hit_ndcg(ranks, 50, (1, 3, 5, 10))
+  result = _result(test['ndcg@10'])
+  result['metrics'] = {stage: {'valid': test, 'test': test}}
+  path = variant_dir / f'seed{seed}.json'
+  path.write_text(json.dumps(result))
+  users = np.arange(len(ranks), dtype=np.int32)
+  user_ranks.write(path, stage, {'test': user_ranks.UserRanks(
+      users, users % 7, np.asarray(ranks, np.int32), 50)})
+
+
+def test_rl_table_has_paired_delta_column(tmp_path):
+  rng = np.random.default_rng(0)
+  root = tmp_path / 'results' / 'toyds'
+  sft = [rng.integers(0, 51, 400) for _ in range(2)]
+  rl = [np.maximum(r - rng.integers(0, 3, 400), 0) for r in sft]
+  for seed in range(2):
+    _write_seed(root / 'base', seed, 'sft', sft[seed])
+    _write_seed(root / 'vstar', seed, 'rl', rl[seed])
+  (root / 'old_rl').mkdir()        # an old result: no per-user ranks
+  (root / 'old_rl' / 'seed0.json').write_text(json.dumps(
+      {**_result(0.2), 'metrics': {'rl': {'test': _result(0.2)['metrics'][
+          'sft']['test']}}}))
+  ws = tmp_path / 'WORKSPACE.md'
+  ws.write_text('<!-- table:toyds vs=base -->\n<!-- /table:toyds -->\n')
+  out = _run(cwd=tmp_path)
+  assert out.returncode == 0, out.stderr
+  lines = ws.read_text().splitlines()
+  assert lines[1].endswith('| ndcg@10 Δ vs base [95% CI] |')
+  cells = {l.split(' | ')[0][2:]: l.split(' | ')[-1][:-2] for l in lines[3:-1]}
+  expected = paired.compare(
+      [root / 'vstar' / f'seed{s}.user_ranks' for s in range(2)],
+      [root / 'base' / f'seed{s}.user_ranks' for s in range(2)],
+      metrics=('ndcg@10',))
+  assert cells == {'base': 'ref.', 'old_rl': 'n/a',
+                   'vstar': paired.format_delta(expected.deltas[0])}
+  assert expected.deltas[0].diff > 0 and expected.deltas[0].excludes_zero
+  # Averaged per user over the two seeds, then paired.
+  per_user = [user_ranks.per_user_metric(r, 'ndcg@10')
+              for r in rl + sft]
+  assert expected.deltas[0].diff == pytest.approx(
+      np.mean(per_user[:2]) - np.mean(per_user[2:]))
+
+
+def test_tables_without_rl_have_no_delta_column(tmp_path):
+  d = tmp_path / 'results' / 'toyds' / 'sft'
+  d.mkdir(parents=True)
+  (d / 'seed0.json').write_text(json.dumps(_result(0.1)))
+  ws = tmp_path / 'WORKSPACE.md'
+  ws.write_text('<!-- table:toyds -->\n<!-- /table:toyds -->\n')
+  assert _run(cwd=tmp_path).returncode == 0
+  assert 'Δ' not in ws.read_text()

@@ -1,6 +1,7 @@
 """Tests for vstar_jax.data.splits (leave-one-out and chronological)."""
 import json
 import pathlib
+import types
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ import pytest
 from vstar_jax import errors
 from vstar_jax.data import dataset as dataset_lib
 from vstar_jax.data import splits
+from vstar_jax import experiment
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PAD = splits.PAD_ITEM_IDX
@@ -156,3 +158,123 @@ def test_beauty_leave_one_out_counts(shared_data):
   split = splits.leave_one_out_split(ds)
   assert (len(split.train), len(split.valid), len(split.test)) == (
       131413, 22363, 22363)
+
+
+# Fresh-prompt protocol (config.data.fresh_windows).
+
+_SHARED = [('amazon_scientific', 'Scientific'), ('amazon_beauty', 'Beauty'),
+           ('movielens_latest_small', 'ml-latest-small')]
+
+
+@pytest.mark.parametrize('k', [1, 2])
+def test_fresh_windows_match_reference(toy, k):
+  split = splits.leave_one_out_split(toy, max_history=4)
+  seqs = [s.tolist() for s in toy.sequences]
+  sft = [(u, s, t) for u, s in enumerate(seqs) for t in range(1, len(s) - 2)
+         if t < len(s) - 2 - k]
+  fresh = [(u, s, t) for u, s in enumerate(seqs) for t in range(1, len(s) - 2)
+           if t >= len(s) - 2 - k]
+  _assert_examples(splits.stage_examples(split, 'sft', fresh_windows=k),
+                   sft, 4)
+  _assert_examples(splits.stage_examples(split, 'rl', fresh_windows=k),
+                   fresh, 4)
+  assert len(fresh) == sum(min(k, len(s) - 3) for s in seqs)
+  assert any(len(s) - 3 < k for s in seqs)   # users with fewer windows
+
+
+def test_default_is_the_original_protocol(toy):
+  split = splits.leave_one_out_split(toy)
+  for stage in ('sft', 'rl'):
+    assert splits.stage_examples(split, stage) is split.train
+  # Replaying SFT windows: RL reads every training window again.
+  assert splits.stage_examples(split, 'rl', fresh_windows=1,
+                               replay_sft_windows=True) is split.train
+
+
+def _windows_before_validation(seqs, max_history):
+  """Reference training windows from each sequence cut before its
+  validation item: they cannot contain a validation or test target."""
+  history, target, user = [], [], []
+  for u, seq in enumerate(seqs):
+    seen = np.concatenate([np.full(max_history, PAD), seq[:-2]])
+    rows = np.lib.stride_tricks.sliding_window_view(seen, max_history + 1)
+    rows = rows[1:]                  # row t: target seq[t], t >= 1
+    history.append(rows[:, :-1])
+    target.append(rows[:, -1])
+    user.append(np.full(len(rows), u))
+  return (np.concatenate(history), np.concatenate(target),
+          np.concatenate(user))
+
+
+@pytest.mark.parametrize('directory,name', _SHARED)
+def test_fresh_split_on_shared_data(shared_data, directory, name):
+  ds = dataset_lib.load_dataset(shared_data / directory, name)
+  split = splits.leave_one_out_split(ds)
+  history, target, user = _windows_before_validation(ds.sequences, 20)
+  old = (len(split.train), split.valid, split.test)
+  for k in (1, 3):
+    mask = splits.fresh_mask(split, k)
+    sft = splits.stage_examples(split, 'sft', fresh_windows=k)
+    pool = splits.stage_examples(split, 'rl', fresh_windows=k)
+    # No leak: every SFT and RL window is a window of the sequence cut
+    # before its validation item, at the same place.
+    for part, rows in ((sft, ~mask), (pool, mask)):
+      np.testing.assert_array_equal(part.history, history[rows])
+      np.testing.assert_array_equal(part.target, target[rows])
+      np.testing.assert_array_equal(part.user, user[rows])
+      np.testing.assert_array_equal(part.history_mask, history[rows] != PAD)
+    # SFT + pool = the old training windows, each exactly once.
+    assert len(sft) + len(pool) == len(split.train) == len(target)
+    # The pool: each user's last min(k, n - 3) windows, the last one
+    # ending just before the validation item.
+    lengths = np.array([len(s) for s in ds.sequences])
+    np.testing.assert_array_equal(np.bincount(pool.user, minlength=len(
+        lengths)), np.minimum(k, lengths - 3))
+    last = np.flatnonzero(np.r_[pool.user[1:] != pool.user[:-1], True])
+    np.testing.assert_array_equal(
+        pool.target[last], [ds.sequences[u][-3] for u in pool.user[last]])
+    np.testing.assert_array_equal(
+        pool.history[last, -1], [ds.sequences[u][-4]
+                                 for u in pool.user[last]])
+    # k + 1 withholds one more window of each user that has one left.
+    assert (splits.fresh_mask(split, k + 1).sum() - mask.sum() ==
+            (lengths - 3 > k).sum())
+  assert (len(split.train), split.valid, split.test) == old
+
+
+def test_fresh_windows_errors(toy):
+  loo = splits.leave_one_out_split(toy)
+  with pytest.raises(ValueError, match='fresh_windows=-1: must be >= 0'):
+    splits.stage_examples(loo, 'sft', fresh_windows=-1)
+  with pytest.raises(ValueError, match='needs the leave_one_out protocol'):
+    splits.stage_examples(splits.chronological_split(toy), 'rl',
+                          fresh_windows=1)
+  with pytest.raises(ValueError, match=r"config.sft.train_on='fresh'"):
+    splits.stage_examples(loo, 'sft', sft_train_on='fresh')
+
+
+@pytest.mark.parametrize('replay', [False, True])
+def test_ce_control_reads_the_rl_prompts(toy, replay):
+  """stages=sft with sft.train_on='rl_prompts' draws RL's batches."""
+  from launch.configs import common  # pylint: disable=g-import-not-at-top
+  from vstar_jax.train import loop   # pylint: disable=g-import-not-at-top
+  exp = types.SimpleNamespace(split=splits.leave_one_out_split(toy))
+  config = common.base_config()
+  config.data.fresh_windows = 2
+  config.rl.replay_sft_windows = replay
+  rl = loop.stage_examples(config, exp.split, 'rl')
+  pool = sum(min(2, len(s) - 3) for s in toy.sequences)
+  assert len(rl) == (len(exp.split.train) if replay else pool)
+  config.sft.train_on = 'rl_prompts'
+  ce_batches = loop._stage_iterator(config, exp, 16, 'sft')
+  rl_batches = loop._stage_iterator(config, exp, 16, 'rl')
+  for _ in range(2 * ce_batches.batches_per_epoch + 1):   # across epochs
+    ce, prompts = next(ce_batches), next(rl_batches)
+    for key in ce:
+      np.testing.assert_array_equal(ce[key], prompts[key])
+  config.sft.train_on = 'sft_windows'
+  sft = loop.stage_examples(config, exp.split, 'sft')
+  assert len(sft) == len(exp.split.train) - pool
+  config.sft.train_on = 'fresh'
+  with pytest.raises(experiment.ConfigError, match='config.sft.train_on'):
+    loop.stage_examples(config, exp.split, 'sft')

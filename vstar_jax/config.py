@@ -28,14 +28,15 @@ import ml_collections
 from vstar_jax import errors
 from vstar_jax import parallel
 from vstar_jax.data import sid_index
+from vstar_jax.data import splits
 from vstar_jax.decoding import beam as beam_lib
 from vstar_jax.models import policy
 from vstar_jax.models import sasrec
 from vstar_jax.rl import rewards
 from vstar_jax.rl import rollout as rollout_lib
+from vstar_jax.decoding.ved import search
 from vstar_jax.rl import step as rl_step_lib
 from vstar_jax.sid import collisions as sid_collisions
-from vstar_jax.decoding.ved import search
 
 STAGES = ('sft', 'rl')
 MODEL_KINDS = ('sid', 'sasrec')
@@ -97,6 +98,7 @@ class DataConfig:
   protocol: str = _field(one_of('leave_one_out', 'chronological'))
   max_history: int = _field(at_least(1))
   sid_collisions: str = _field(one_of('error', 'extra_level'))
+  fresh_windows: int = _field(at_least(0))   # issue 12's RL prompt pool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,7 +142,17 @@ class _StageSettings:
 @dataclasses.dataclass(frozen=True)
 class SftConfig(_StageSettings):
   learning_rate: float = _field(above(0.0), _finite)
+  end_lr_ratio: float = _field(between(0.0, 1.0))   # 1: constant after warmup
   constrained_softmax: bool = _field()
+  train_on: str = _field(one_of(*splits.SFT_TRAIN_ON))
+
+
+@dataclasses.dataclass(frozen=True)
+class SasrecSettings:
+  """config.sasrec: the ID baseline's loss (model.kind='sasrec')."""
+  loss: str = _field(one_of('full', 'sampled'))
+  num_negatives: int = _field(at_least(1))   # read when loss='sampled'
+  negative_sampling: str = _field(one_of('uniform'))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,6 +186,7 @@ class RlSettings(_StageSettings):
   step_weights: tuple[float, ...] = _field()  # one per SID level (check_levels)
   value_warmup_steps: int = _field(at_least(0))
   item_embeddings: str = _field(_item_embeddings)
+  replay_sft_windows: bool = _field()        # with data.fresh_windows > 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,6 +227,7 @@ class RunConfig:
   sid: SidConfig = _field()
   model: ModelConfig = _field()
   sft: SftConfig = _field()
+  sasrec: SasrecSettings = _field()
   rollout: RolloutSettings = _field()
   rl: RlSettings = _field()
   eval: EvalConfig = _field()
@@ -347,6 +361,11 @@ def _check_cross_fields(cfg: RunConfig) -> None:
   if cfg.rl.num_steps == 0 and cfg.rl.num_epochs == 0:
     raise errors.ConfigError('config.rl.num_steps=0 and config.rl.'
                              'num_epochs=0: set one of them > 0')
+  if cfg.data.fresh_windows and cfg.data.protocol != 'leave_one_out':
+    raise errors.ConfigError(
+        f'config.data.fresh_windows={cfg.data.fresh_windows}: needs '
+        "config.data.protocol='leave_one_out' (windows before each user's "
+        'validation item)')
   r = cfg.rollout
   if r.kind == 'beam' and r.beam_width < r.num_candidates:
     raise errors.ConfigError(

@@ -32,7 +32,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.seed = 0
   config.stages = 'sft'                    # comma-separated: 'sft', 'sft,rl', 'rl'
   # A run directory whose SFT best checkpoint starts RL when 'sft' is not
-  # among the stages.
+  # among the stages, and starts SFT when it is (the CE control, issue 12).
   config.init_from = ''
 
   config.log_every = 50
@@ -51,6 +51,10 @@ def base_config() -> ml_collections.ConfigDict:
   # A precomputed index whose items share SIDs: 'error', or 'extra_level'
   # (TIGER: append each item's rank within its collision group).
   config.data.sid_collisions = 'error'
+  # Fresh-prompt protocol (issue 12, leave_one_out only): withhold the last
+  # k training windows of each user from SFT; they are RL's prompt pool.
+  # 0: SFT and RL read every training window.
+  config.data.fresh_windows = 0
 
   # SIDs built by our tokenizer when config.data.index is empty (cached in
   # WORKDIR/sids/); item-text embeddings are cached across runs.
@@ -86,6 +90,21 @@ def base_config() -> ml_collections.ConfigDict:
   config.sft.constrained_softmax = True
   config.sft.eval_every = 500
   config.sft.early_stop_patience = 4       # evaluations without improvement
+  # 'sft_windows', or 'rl_prompts': exactly the windows RL reads (the CE
+  # control; with config.init_from it continues an SFT run).
+  config.sft.train_on = 'sft_windows'
+  # Learning rate at the end of the cosine, relative to the peak; 1.0 keeps
+  # it constant after the warmup.
+  config.sft.end_lr_ratio = 0.0
+
+  # SASRec's loss (config.model.kind='sasrec'): 'full' softmax over all
+  # items, or 'sampled' softmax over the target and num_negatives items drawn
+  # by negative_sampling ('uniform', with replacement; hits of the target
+  # are masked).
+  config.sasrec = ml_collections.ConfigDict()
+  config.sasrec.loss = 'full'
+  config.sasrec.num_negatives = 256
+  config.sasrec.negative_sampling = 'uniform'
 
   # RL rollouts (spec section 5); costs are decoder tokens per prompt.
   config.rollout = ml_collections.ConfigDict()
@@ -126,6 +145,8 @@ def base_config() -> ml_collections.ConfigDict:
   config.rl.item_embeddings = 'text'       # dense reward embeddings
   config.rl.eval_every = 100
   config.rl.early_stop_patience = 0
+  # With config.data.fresh_windows > 0: also draw prompts from SFT's windows.
+  config.rl.replay_sft_windows = False
 
   config.eval = ml_collections.ConfigDict()
   config.eval.beam_width = 50              # reporting width

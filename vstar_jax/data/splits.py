@@ -7,6 +7,12 @@ Two protocols:
 - `chronological_split` (MiniOneRec): every position t >= 1 of every user is a
   window; windows are sorted globally by the target's timestamp and cut 8:1:1.
 
+Fresh-prompt protocol (`fresh_windows` k > 0, leave-one-out only): the last
+k training windows of each user, the interactions just before its validation
+item, are withheld from SFT and form RL's prompt pool, so that RL is not
+trained on windows SFT has memorised; validation and test are unchanged.
+`stage_examples` says which training windows each stage reads.
+
 Histories are RIGHT-aligned: column T-1 holds the item just before the target,
 older items to its left, and the unused left columns hold PAD_ITEM_IDX with
 history_mask False. Every example has at least one history item.
@@ -36,6 +42,12 @@ class Examples:
   @property
   def max_history(self) -> int:
     return int(self.history.shape[1])
+
+  def take(self, rows: np.ndarray) -> 'Examples':
+    """The examples at `rows` ([R] int or [M] bool), in that order."""
+    return Examples(history=self.history[rows],
+                    history_mask=self.history_mask[rows],
+                    target=self.target[rows], user=self.user[rows])
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -152,3 +164,66 @@ def _examples(flat: np.ndarray, starts: np.ndarray, users: np.ndarray,
       history_mask=mask,
       target=flat[target_at].astype(np.int32),
       user=users.astype(np.int32))
+
+
+# config.sft.train_on: SFT reads its own windows, or exactly RL's prompts
+# (the CE control: same prompts, same SFT checkpoint via config.init_from).
+SFT_TRAIN_ON = ('sft_windows', 'rl_prompts')
+
+
+def fresh_mask(split: Split, fresh_windows: int) -> np.ndarray:
+  """[M_train] bool: the last `fresh_windows` training windows of each user.
+
+  Users with fewer training windows give all they have.
+
+  Raises:
+    ValueError: a negative k, or k > 0 on a split other than leave-one-out
+      (a chronological split has no per-user validation item to precede).
+  """
+  if fresh_windows < 0:
+    raise ValueError(f'config.data.fresh_windows={fresh_windows}: must be '
+                     '>= 0')
+  users = split.train.user
+  if not fresh_windows:
+    return np.zeros(users.shape, bool)
+  if split.protocol != 'leave_one_out':
+    raise ValueError(f'config.data.fresh_windows={fresh_windows} needs the '
+                     f'leave_one_out protocol, not {split.protocol!r}')
+  # leave_one_out_split lists each user's windows together, oldest first.
+  if (np.diff(users) < 0).any():
+    raise ValueError('training windows are not grouped by user')
+  counts = np.bincount(users)                                   # [U]
+  starts = np.cumsum(counts) - counts
+  from_end = counts[users] - 1 - (np.arange(users.size) - starts[users])
+  return from_end < fresh_windows
+
+
+def stage_examples(split: Split, stage: str, *, fresh_windows: int = 0,
+                   replay_sft_windows: bool = False,
+                   sft_train_on: str = 'sft_windows') -> Examples:
+  """The training windows a stage reads.
+
+  Args:
+    split: the run's split.
+    stage: 'sft' or 'rl'.
+    fresh_windows: k, windows per user withheld from SFT for RL (0: SFT and
+      RL both read every training window, the original protocol).
+    replay_sft_windows: RL also draws SFT's windows (with k > 0 its pool is
+      then every training window).
+    sft_train_on: one of SFT_TRAIN_ON; 'rl_prompts' makes SFT read exactly
+      RL's prompts (the CE control).
+
+  Returns:
+    Examples in split.train order.
+  """
+  if sft_train_on not in SFT_TRAIN_ON:
+    raise ValueError(f'config.sft.train_on={sft_train_on!r}: expected one '
+                     f'of {SFT_TRAIN_ON}')
+  if stage not in ('sft', 'rl'):
+    raise ValueError(f'stage {stage!r}: expected sft or rl')
+  fresh = fresh_mask(split, fresh_windows)
+  if stage == 'rl' or sft_train_on == 'rl_prompts':
+    if not fresh_windows or replay_sft_windows:
+      return split.train
+    return split.train.take(fresh)
+  return split.train.take(~fresh) if fresh_windows else split.train

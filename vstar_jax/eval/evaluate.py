@@ -58,15 +58,20 @@ def rank_all(rank_fn: Callable, params, trie, history: np.ndarray,
   return (np.concatenate(items)[:num], np.concatenate(scores)[:num])
 
 
-def evaluate(rank_fn: Callable, params, trie, history: np.ndarray,
-             history_mask: np.ndarray, targets: np.ndarray, *,
-             batch_size: int, list_len: int,
-             item_codes: Optional[np.ndarray],
-             long_tail_mask: Optional[np.ndarray] = None,
-             cutoffs: Sequence[int] = ranking.DEFAULT_CUTOFFS,
-             input_sharding: Optional[jax.sharding.Sharding] = None
-             ) -> dict[str, float]:
-  """HR/NDCG@cutoffs (+ diversity) over the rows given.
+def evaluate(*args, **kwargs) -> dict[str, float]:
+  """HR/NDCG@cutoffs (+ diversity): evaluate_ranks without the ranks."""
+  return evaluate_ranks(*args, **kwargs)[0]
+
+
+def evaluate_ranks(rank_fn: Callable, params, trie, history: np.ndarray,
+                   history_mask: np.ndarray, targets: np.ndarray, *,
+                   batch_size: int, list_len: int,
+                   item_codes: Optional[np.ndarray],
+                   long_tail_mask: Optional[np.ndarray] = None,
+                   cutoffs: Sequence[int] = ranking.DEFAULT_CUTOFFS,
+                   input_sharding: Optional[jax.sharding.Sharding] = None
+                   ) -> tuple[dict[str, float], np.ndarray]:
+  """Metrics and the per-row target ranks they are computed from.
 
   Args:
     rank_fn: jitted rank function (see make_rank_fn).
@@ -79,12 +84,16 @@ def evaluate(rank_fn: Callable, params, trie, history: np.ndarray,
     long_tail_mask: [N] bool; when given, diversity metrics are added.
     cutoffs: HR/NDCG cut-offs.
     input_sharding: see rank_all.
+
+  Returns:
+    (metrics, ranks [M] int: 0-based target position, K when absent).
   """
   items, _ = rank_all(rank_fn, params, trie, history, history_mask,
                       batch_size=batch_size, input_sharding=input_sharding)
-  metrics = ranking.hit_ndcg(ranking.target_ranks(items, targets), list_len,
+  ranks = ranking.target_ranks(items, targets)
+  metrics = ranking.hit_ndcg(ranks, list_len,
                              [k for k in cutoffs if k <= list_len])
   if long_tail_mask is not None:
     metrics.update(ranking.diversity(items, item_codes, long_tail_mask))
   metrics['users'] = float(len(targets))
-  return metrics
+  return metrics, ranks

@@ -45,17 +45,26 @@ def hit_ndcg(ranks: np.ndarray, list_len: int,
       silently undercount, so it is an error.
     cutoffs: the k values.
   """
-  ranks = np.asarray(ranks)
   out = {}
   for k in cutoffs:
     if k > list_len:
       raise ValueError(f'cutoff @{k} exceeds the ranked list length '
                        f'{list_len}; raise the beam width')
-    hit = ranks < k
+    hit, ndcg = per_user_hit_ndcg(ranks, k)
     out[f'hr@{k}'] = float(hit.mean())
-    out[f'ndcg@{k}'] = float(np.where(hit, 1.0 / np.log2(ranks + 2.0),
-                                      0.0).mean())
+    out[f'ndcg@{k}'] = float(ndcg.mean())
   return out
+
+
+def per_user_hit_ndcg(ranks: np.ndarray, k: int
+                      ) -> tuple[np.ndarray, np.ndarray]:
+  """HR@k and NDCG@k of each row: ([M] float64, [M] float64).
+
+  Their means are hit_ndcg's values; paired tests compare them row by row.
+  """
+  hit = np.asarray(ranks) < k
+  return (hit.astype(np.float64),
+          np.where(hit, 1.0 / np.log2(np.asarray(ranks) + 2.0), 0.0))
 
 
 def long_tail_items(train_counts: np.ndarray,

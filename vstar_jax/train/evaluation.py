@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import jax
+import numpy as np
 import ml_collections
 
 from vstar_jax import checkpointing
@@ -20,6 +21,7 @@ from vstar_jax import experiment as experiment_lib
 from vstar_jax import parallel
 from vstar_jax.data import files
 from vstar_jax.eval import evaluate as evaluate_lib
+from vstar_jax.eval import user_ranks
 
 REPORT_CUTOFFS = (1, 3, 5, 10, 20)
 
@@ -42,9 +44,11 @@ def git_commit() -> str:
 def evaluate_split(rank_fn, params, exp: experiment_lib.Experiment,
                    examples, *, batch_size: int, beam_width: int,
                    diversity: bool = True,
-                   mesh: jax.sharding.Mesh | None = None) -> dict[str, float]:
-  """Metrics of one split; with a mesh, users are split over 'data'."""
-  return evaluate_lib.evaluate(
+                   mesh: jax.sharding.Mesh | None = None
+                   ) -> tuple[dict[str, float], np.ndarray]:
+  """(metrics, [M] target ranks) of one split; with a mesh, users are
+  split over 'data'."""
+  return evaluate_lib.evaluate_ranks(
       rank_fn, params, exp.trie, examples.history, examples.history_mask,
       examples.target, batch_size=batch_size, list_len=beam_width,
       item_codes=exp.codes,
@@ -76,21 +80,24 @@ def final_evaluation(config: config_lib.RunConfig, exp, model, params,
   on it (train_and_evaluate); without, everything sits on one device.
 
   Returns:
-    (metrics {split: {name: value}}, seconds {split: wall time}).
+    (metrics {split: {name: value}}, seconds {split: wall time},
+    per-user ranks {split: user_ranks.UserRanks}).
   """
   beam_width = config.eval.beam_width
   rank_fn = jit_rank_fn(
       model, beam_width, mesh, None if mesh is None else
       jax.tree_util.tree_map(lambda x: x.sharding, params))
-  metrics, seconds = {}, {}
+  metrics, seconds, ranks = {}, {}, {}
   for name in ('valid', 'test'):
     examples = getattr(exp.split, name)
     start = time.perf_counter()
-    metrics[name] = evaluate_split(rank_fn, params, exp, examples,
-                                   batch_size=config.eval.batch_size,
-                                   beam_width=beam_width, mesh=mesh)
+    metrics[name], rank = evaluate_split(rank_fn, params, exp, examples,
+                                         batch_size=config.eval.batch_size,
+                                         beam_width=beam_width, mesh=mesh)
+    ranks[name] = user_ranks.UserRanks(examples.user, examples.target, rank,
+                                       beam_width)
     seconds[name] = time.perf_counter() - start
-  return metrics, seconds
+  return metrics, seconds, ranks
 
 
 def results_table(results: dict[str, Any]) -> str:

@@ -27,6 +27,8 @@ from vstar_jax import metrics_writer
 from vstar_jax import parallel
 from vstar_jax.data import files
 from vstar_jax.data import pipeline
+from vstar_jax.data import splits
+from vstar_jax.eval import user_ranks
 from vstar_jax.models import policy
 from vstar_jax.rl import item_embeddings
 from vstar_jax.rl import step as rl_step_lib
@@ -133,10 +135,25 @@ class Stage:
   total_steps: int
 
 
-def _iterator(run: Run, batch_size: int) -> pipeline.BatchIterator:
-  # check_data_fits has checked that one batch fits in the training split.
+def stage_examples(config: config_lib.RunConfig, split, name: str):
+  """The training windows stage `name` reads (fresh-prompt protocol)."""
+  try:
+    return splits.stage_examples(
+        split, name, fresh_windows=config.data.fresh_windows,
+        replay_sft_windows=config.rl.replay_sft_windows,
+        sft_train_on=config.sft.train_on)
+  except ValueError as e:
+    raise errors.ConfigError(str(e)) from None
+
+
+def _iterator(run: Run, name: str) -> pipeline.BatchIterator:
+  # check_data_fits has checked that one batch fits in the stage's windows.
+  examples = stage_examples(run.config, run.exp.split, name)
+  logging.info('%s reads %d of %d training windows', name, len(examples),
+               len(run.exp.split.train))
   return pipeline.BatchIterator(
-      run.exp.split.train, batch_size=batch_size, seed=run.config.seed,
+      examples, batch_size=getattr(run.config, name).batch_size,
+      seed=run.config.seed,
       shuffle=True, drop_remainder=True, process_index=jax.process_index(),
       process_count=jax.process_count())
 
@@ -155,19 +172,24 @@ def _sharded_state(run: Run, make_state: Callable[[Any], Any], arg):
 
 
 def sft_stage(run: Run) -> Stage:
-  """SFT of a freshly initialised model."""
+  """SFT of a freshly initialised model, or of config.init_from's best SFT
+  parameters with a fresh optimizer (the CE control of issue 12)."""
   c = run.config.sft
-  iterator = _iterator(run, c.batch_size)
+  iterator = _iterator(run, 'sft')
   total_steps = c.num_steps if c.num_steps > 0 else (
       c.num_epochs * iterator.batches_per_epoch)
   tx = state_lib.make_optimizer(
       learning_rate=c.learning_rate, total_steps=total_steps,
       warmup_steps=c.warmup_steps, weight_decay=c.weight_decay,
-      grad_clip=c.grad_clip)
+      grad_clip=c.grad_clip, end_lr_ratio=c.end_lr_ratio)
   model = run.model
+  if run.config.init_from:
+    params_of, start = (lambda p: p), evaluation.restore_params(
+        run.config, model, run.config.init_from, 'sft', run.mesh)
+  else:
+    params_of, start = model.init, run.keys['init']
   state, state_sharding = _sharded_state(
-      run, lambda key: state_lib.TrainState.create(model.init(key), tx),
-      run.keys['init'])
+      run, lambda x: state_lib.TrainState.create(params_of(x), tx), start)
   logging.info('%s model parameters: %d', model.kind,
                policy.num_params(state.params))
   step_fn = jit_sft_step(model.train_step, run.mesh, state_sharding)
@@ -182,7 +204,7 @@ def sft_stage(run: Run) -> Stage:
 def rl_stage(run: Run, init_params) -> Stage:
   """V-STAR RL from `init_params` (the frozen reference is a copy)."""
   cfg, c = run.config, run.config.rl
-  iterator = _iterator(run, c.batch_size)
+  iterator = _iterator(run, 'rl')
   total_steps = c.value_warmup_steps + (
       c.num_steps if c.num_steps > 0 else
       c.num_epochs * iterator.batches_per_epoch)
@@ -229,7 +251,7 @@ class _Validation:
 
   def __call__(self, step_num: int, params) -> None:
     cfg, meta = self.run.config, self.meta
-    m = evaluation.evaluate_split(
+    m, _ = evaluation.evaluate_split(
         self.rank_fn, params, self.run.exp, self.subset,
         batch_size=cfg.eval.batch_size, beam_width=cfg.eval.valid_beam,
         diversity=False, mesh=self.run.mesh)
@@ -337,8 +359,8 @@ def run_stage(run: Run, stage: Stage) -> tuple[Any, dict[str, Any]]:
 def check_data_fits(config: config_lib.RunConfig,
                     exp: experiment_lib.Experiment) -> None:
   """Config checks that need the data: batch sizes, SID depth."""
-  num_train = len(exp.split.train)
   for stage in config.stage_list:
+    num_train = len(stage_examples(config, exp.split, stage))
     batch_size = getattr(config, stage).batch_size
     if pipeline.num_batches(num_train, batch_size=batch_size,
                             drop_remainder=True) == 0:
@@ -409,9 +431,11 @@ def train_and_evaluate(config: config_lib.RunConfig, workdir: str
     if params is None:            # stopped early on purpose: resume later
       run.writer.close()
       return results
-    results['metrics'][name], results['timings'][f'{name}_eval_s'] = (
-        evaluation.final_evaluation(config, run.exp, run.model, params,
-                                    run.mesh))
+    (results['metrics'][name], results['timings'][f'{name}_eval_s'],
+     ranks) = evaluation.final_evaluation(config, run.exp, run.model, params,
+                                          run.mesh)
+    if jax.process_index() == 0:   # per-user ranks beside results.json
+      user_ranks.write(os.path.join(workdir, 'results.json'), name, ranks)
   results['timings']['wall_s'] = time.perf_counter() - start
   results['device'] = str(jax.devices()[0].device_kind)
   run.writer.close()
