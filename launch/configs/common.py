@@ -86,6 +86,18 @@ def base_config() -> ml_collections.ConfigDict:
   config.sft.constrained_softmax = True
   config.sft.eval_every = 500
   config.sft.early_stop_patience = 4       # evaluations without improvement
+  # Learning rate at the end of the cosine, relative to the peak; 1.0 keeps
+  # it constant after the warmup.
+  config.sft.end_lr_ratio = 0.0
+
+  # SASRec's loss (config.model.kind='sasrec'): 'full' softmax over all
+  # items, or 'sampled' softmax over the target and num_negatives items drawn
+  # by negative_sampling ('uniform', with replacement; hits of the target
+  # are masked).
+  config.sasrec = ml_collections.ConfigDict()
+  config.sasrec.loss = 'full'
+  config.sasrec.num_negatives = 256
+  config.sasrec.negative_sampling = 'uniform'
 
   # RL rollouts (spec section 5); costs are decoder tokens per prompt.
   config.rollout = ml_collections.ConfigDict()

@@ -280,10 +280,14 @@ def run_sft(config: ml_collections.ConfigDict, exp, model, keys, writer,
   iterator = _stage_iterator(config, exp, c.batch_size, 'sft')
   total_steps = c.num_steps if c.num_steps > 0 else (
       c.num_epochs * iterator.batches_per_epoch)
+  if not 0.0 <= c.end_lr_ratio <= 1.0:
+    raise experiment_lib.ConfigError(
+        f'config.sft.end_lr_ratio={c.end_lr_ratio}: expected a value in '
+        '[0, 1]')
   tx = state_lib.make_optimizer(
       learning_rate=c.learning_rate, total_steps=total_steps,
       warmup_steps=c.warmup_steps, weight_decay=c.weight_decay,
-      grad_clip=c.grad_clip)
+      grad_clip=c.grad_clip, end_lr_ratio=c.end_lr_ratio)
   # Parameters and optimizer state are born on their shardings.
   state, state_sharding = parallel.create_sharded(
       lambda key: state_lib.TrainState.create(model.init(key), tx),

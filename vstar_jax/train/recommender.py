@@ -17,6 +17,11 @@ from vstar_jax.models import sasrec
 from vstar_jax.train import sasrec_step
 from vstar_jax.train import sft
 
+# The one rule for every model family (the TIGER / LC-Rec protocol): the
+# ranked list is over the full catalogue and may hold items of the user's own
+# history.
+HISTORY_RULE = 'items already in the history are NOT masked'
+
 
 @dataclasses.dataclass(frozen=True)
 class Recommender:
@@ -46,7 +51,7 @@ def sid_recommender(config: ml_collections.ConfigDict,
           net, constrained=config.sft.constrained_softmax),
       make_rank_fn=lambda k: evaluate_lib.make_rank_fn(net, beam_width=k),
       ranking='full catalogue, trie-constrained beam search (width = list '
-              'length)',
+              f'length); {HISTORY_RULE}',
       net=net)
 
 
@@ -68,10 +73,31 @@ def sasrec_config(config: ml_collections.ConfigDict,
       attn_dropout_rate=m.attn_dropout_rate, dtype=m.dtype)
 
 
+def sasrec_num_negatives(config: ml_collections.ConfigDict) -> int:
+  """0 for the full softmax, else the sampled softmax's K (config.sasrec)."""
+  c = config.sasrec
+  if c.loss not in sasrec_step.LOSSES:
+    raise experiment_lib.ConfigError(
+        f'config.sasrec.loss={c.loss!r}: expected one of '
+        f'{list(sasrec_step.LOSSES)}')
+  if c.negative_sampling not in sasrec_step.NEGATIVE_SAMPLING:
+    raise experiment_lib.ConfigError(
+        f'config.sasrec.negative_sampling={c.negative_sampling!r}: expected '
+        f'one of {list(sasrec_step.NEGATIVE_SAMPLING)}')
+  if c.loss == 'full':
+    return 0
+  if not isinstance(c.num_negatives, int) or c.num_negatives < 1:
+    raise experiment_lib.ConfigError(
+        f'config.sasrec.num_negatives={c.num_negatives!r}: expected a '
+        f'positive integer for the sampled loss')
+  return c.num_negatives
+
+
 def sasrec_recommender(config: ml_collections.ConfigDict,
                        exp: experiment_lib.Experiment) -> Recommender:
-  """SASRec, the ID-based baseline (full softmax over item ids)."""
+  """SASRec, the ID-based baseline (full or sampled softmax over ids)."""
   net = sasrec.SASRec(sasrec_config(config, exp))
+  num_negatives = sasrec_num_negatives(config)
 
   def make_rank_fn(list_len: int):
     if list_len > net.cfg.num_items:
@@ -88,10 +114,11 @@ def sasrec_recommender(config: ml_collections.ConfigDict,
   return Recommender(
       kind='sasrec',
       init=functools.partial(sasrec.init_params, net),
-      train_step=sasrec_step.make_sasrec_step(net),
+      train_step=sasrec_step.make_sasrec_step(net,
+                                              num_negatives=num_negatives),
       make_rank_fn=make_rank_fn,
-      ranking='full catalogue, exact top-K of the item logits; items '
-              'already in the history are NOT masked')
+      ranking=f'full catalogue, exact top-K of the item logits; '
+              f'{HISTORY_RULE}')
 
 
 def from_config(config: ml_collections.ConfigDict,
