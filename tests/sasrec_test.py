@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from launch.configs import sasrec_movielens
+from launch.configs import sasrec_tuned
 from launch.configs import smoke
 from tests import conftest
 from vstar_jax import config as config_lib
@@ -188,3 +189,139 @@ def test_movielens_config_builds(tmp_path):
   assert params['item_embed']['embedding'].shape == (3496, 64)
   with pytest.raises(errors.ConfigError, match='exceeds the 3496 items'):
     model.make_rank_fn(4000)
+
+
+# Sampled softmax.
+
+def _numpy_sampled_nll(logits, candidates):
+  """Plain-numpy reference: the target against its non-hit negatives."""
+  out = []
+  for row_logits, row in zip(logits, candidates):
+    keep = np.concatenate([[True], row[1:] != row[0]])
+    kept = row_logits[keep].astype(np.float64)
+    out.append(np.log(np.exp(kept - kept.max()).sum()) + kept.max()
+               - row_logits[0])
+  return np.array(out)
+
+
+def test_candidate_logits_and_sampled_nll_match_numpy():
+  history, mask = _histories(7, 6)
+  rng = np.random.default_rng(8)
+  candidates = rng.integers(0, CFG.num_items, (6, 9)).astype(np.int32)
+  candidates[:3, 4] = candidates[:3, 0]          # accidental hits
+  logits = jax.jit(lambda p, h, m, c: NET.apply(
+      {'params': p}, h, m, c, method=sasrec.SASRec.candidate_logits))(
+          PARAMS, history, mask, candidates)
+  full = np.asarray(_logits(history, mask))
+  np.testing.assert_allclose(logits, np.take_along_axis(full, candidates, 1),
+                             rtol=1e-5, atol=1e-6)
+  # Spread-out logits, so masking a hit visibly changes the loss.
+  spread = np.asarray(logits) * 50.0
+  nll, _ = sasrec_step.sampled_softmax_nll(jnp.asarray(spread), candidates)
+  np.testing.assert_allclose(nll, _numpy_sampled_nll(spread, candidates),
+                             rtol=1e-5)
+
+
+def test_hits_of_the_target_are_masked():
+  rng = np.random.default_rng(9)
+  candidates = rng.integers(0, 5, (64, 12)).astype(np.int32)
+  logits = rng.normal(size=(64, 12)).astype(np.float32)
+  hit = (candidates == candidates[:, :1]) & (np.arange(12) > 0)
+  assert hit.any() and not hit.all()
+  # Whatever a hit column holds, neither the loss nor its gradient sees it.
+  loss = jax.jit(lambda l: sasrec_step.sampled_softmax_nll(l, candidates)[0])
+  changed = np.where(hit, 1e4, logits)
+  np.testing.assert_allclose(loss(changed), loss(logits), rtol=1e-6)
+  grad = jax.grad(lambda l: loss(l).sum())(jnp.asarray(logits))
+  assert np.all(np.asarray(grad)[hit] == 0)
+  assert np.all(np.asarray(grad)[~hit] != 0)
+
+
+def test_all_catalogue_uniform_negatives_estimate_full_softmax():
+  """K = N uniform negatives: E[exp(sampled nll)] = exp(full-softmax nll).
+
+  exp(nll) = (e^{s_t} + sum_k e^{s_k}) / e^{s_t} is linear in the sampled
+  terms, and K uniform draws over N items sum to sum_{i != t} e^{s_i} in
+  expectation once hits of the target are dropped. Without that masking
+  the mean would be larger by K / N.
+  """
+  num_items, num_draws = 30, 20000
+  scores = np.random.default_rng(10).normal(0, 1.5, num_items)
+  target = 3
+  negatives = sasrec_step.sample_negatives(jax.random.key(11), num_draws,
+                                           num_items, num_items)
+  candidates = jnp.concatenate(
+      [jnp.full((num_draws, 1), target, jnp.int32), negatives], axis=1)
+  logits = jnp.asarray(scores, jnp.float32)[candidates]
+  nll, _ = jax.jit(sasrec_step.sampled_softmax_nll)(logits, candidates)
+  ratio = np.exp(np.asarray(nll, np.float64))
+  full_nll = np.log(np.exp(scores).sum()) - scores[target]
+  stderr = ratio.std() / np.sqrt(num_draws)
+  assert abs(ratio.mean() - np.exp(full_nll)) < 4 * stderr
+  assert 8 * stderr < 1.0     # unmasked hits would add K / N = 1 to the mean
+  assert np.asarray(negatives).min() >= 0
+  assert np.asarray(negatives).max() == num_items - 1
+
+
+def test_sampled_step_one_trace_replays_negatives_and_learns():
+  tx = state_lib.make_optimizer(learning_rate=1e-2, total_steps=60,
+                                warmup_steps=2, weight_decay=0.0,
+                                grad_clip=1.0, end_lr_ratio=1.0)
+  chex.clear_trace_counter()
+  step = jax.jit(chex.assert_max_traces(n=1)(
+      sasrec_step.make_sasrec_step(NET, num_negatives=12)), donate_argnums=0)
+  fresh = lambda: state_lib.TrainState.create(
+      jax.tree.map(jnp.copy, PARAMS), tx)
+  batches = [_batch(2), _batch(3)]
+  state, losses = fresh(), []
+  for i in range(60):
+    state, metrics = step(state, batches[i % 2], None, jax.random.key(4))
+    losses.append(float(metrics['loss']))
+  # At initialisation the target is one of ~13 near-equal candidates.
+  assert losses[0] == pytest.approx(np.log(13), rel=0.1)
+  assert losses[-1] < 0.5 * losses[0]
+  # Same base key and step -> same negatives and dropout -> same loss.
+  _, again = step(fresh(), batches[0], None, jax.random.key(4))
+  assert float(again['loss']) == losses[0]
+  _, other = step(fresh(), batches[0], None, jax.random.key(5))
+  assert float(other['loss']) != losses[0]
+
+
+def test_sampled_loss_reads_no_catalogue_wide_logits():
+  """The sampled loss scores B x (1 + K) items, not B x N."""
+  batch = _batch(12)
+  jaxpr = jax.make_jaxpr(lambda p: sasrec_step.sasrec_loss(
+      p, batch, jax.random.key(0), net=NET, num_negatives=4)[0])(PARAMS)
+  shapes = {tuple(v.aval.shape) for eqn in jaxpr.jaxpr.eqns
+            for v in eqn.outvars}
+  assert (16, 5) in shapes and (16, CFG.num_items) not in shapes
+
+
+def test_constant_schedule_after_warmup():
+  schedule = state_lib.warmup_cosine(1e-3, 100, 10, end_ratio=1.0)
+  assert float(schedule(0)) == 0.0
+  assert all(float(schedule(s)) == pytest.approx(1e-3, rel=1e-6)
+             for s in (10, 50, 99, 100))
+
+
+def test_sasrec_loss_fields_checked():
+  config = config_lib.parse(sasrec_tuned.get_config('scientific,50'))
+  assert (config.sasrec.loss, config.sasrec.num_negatives) == ('sampled', 256)
+  for field, value in [('loss', 'bpr'), ('negative_sampling', 'popularity'),
+                       ('num_negatives', 0)]:
+    bad = sasrec_tuned.get_config('scientific,50')
+    bad.sasrec[field] = value
+    with pytest.raises(errors.ConfigError,
+                       match=f'config.sasrec.{field}={value!r}'):
+      config_lib.parse(bad)
+
+
+@pytest.mark.parametrize('arg', ['scientific,20', 'beauty,50'])
+def test_tuned_configs(arg):
+  config = sasrec_tuned.get_config(arg)
+  assert config.data.max_history == int(arg.split(',')[1])
+  assert (config.model.num_layers, config.model.num_heads) == (1, 1)
+  assert config.sft.end_lr_ratio == 1.0
+  assert (conftest.REPO_ROOT / config.data.dir).is_dir()
+  with pytest.raises(ValueError, match='DATASET,HISTORY'):
+    sasrec_tuned.get_config(arg.replace(',', ',x'))

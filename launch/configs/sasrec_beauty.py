@@ -11,6 +11,4 @@ from launch.configs import sasrec_common
 
 
 def get_config():
-  return sasrec_common.sasrec_config(
-      '../shared/data/amazon_beauty', 'Beauty', steps_per_epoch=513,
-      num_epochs=30)
+  return sasrec_common.sasrec_config('beauty', num_epochs=30)

@@ -10,10 +10,17 @@ sandbox), validation about once per epoch on all users.
 """
 from launch.configs import common
 
+# name -> (data dir, file stem, training windows per epoch at batch 256).
+DATASETS = {
+    'scientific': ('../shared/data/amazon_scientific', 'Scientific', 131),
+    'beauty': ('../shared/data/amazon_beauty', 'Beauty', 513),
+    'movielens': ('testdata/movielens', 'ml-latest-small', 343),
+}
 
-def sasrec_config(data_dir: str, name: str, *, steps_per_epoch: int,
-                  num_epochs: int):
-  """The run config; eval and checkpoint cadence = `steps_per_epoch`."""
+
+def sasrec_config(dataset: str, *, num_epochs: int):
+  """The run config of a DATASETS entry; eval and checkpoint every epoch."""
+  data_dir, name, steps_per_epoch = DATASETS[dataset]
   config = common.base_config()
   config.log_every = 100
   config.data.dir = data_dir

@@ -9,6 +9,4 @@ from launch.configs import sasrec_common
 
 
 def get_config():
-  return sasrec_common.sasrec_config(
-      'testdata/movielens', 'ml-latest-small', steps_per_epoch=343,
-      num_epochs=50)
+  return sasrec_common.sasrec_config('movielens', num_epochs=50)

@@ -10,6 +10,4 @@ from launch.configs import sasrec_common
 
 
 def get_config():
-  return sasrec_common.sasrec_config(
-      '../shared/data/amazon_scientific', 'Scientific', steps_per_epoch=131,
-      num_epochs=50)
+  return sasrec_common.sasrec_config('scientific', num_epochs=50)

@@ -123,6 +123,24 @@ class SASRec(nn.Module):
     h = self.encode(history, history_mask, deterministic=deterministic)
     return self.item_embed.attend(h[:, -1]).astype(jnp.float32)
 
+  def candidate_logits(self, history, history_mask, candidates, *,
+                       deterministic: bool = True):
+    """Logits of given items only (sampled softmax). -> [B, C] float32.
+
+    Args:
+      history, history_mask: as in `encode`.
+      candidates: [B, C] int32 item indices in [0, N).
+      deterministic: disables dropout.
+
+    Returns:
+      [B, C], equal to `__call__`'s logits gathered at `candidates`, without
+      scoring the whole catalogue.
+    """
+    chex.assert_rank(candidates, 2)
+    h = self.encode(history, history_mask, deterministic=deterministic)
+    items = self.item_embed(candidates)                    # [B, C, D]
+    return jnp.einsum('bd,bcd->bc', h[:, -1], items).astype(jnp.float32)
+
 
 def init_params(net: SASRec, rng_key: jax.Array):
   """Parameters for `net` (rng_key consumed)."""

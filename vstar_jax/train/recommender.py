@@ -17,6 +17,11 @@ from vstar_jax.models import sasrec
 from vstar_jax.train import sasrec_step
 from vstar_jax.train import sft
 
+# The one rule for every model family (the TIGER / LC-Rec protocol): the
+# ranked list is over the full catalogue and may hold items of the user's own
+# history.
+HISTORY_RULE = 'items already in the history are NOT masked'
+
 
 @dataclasses.dataclass(frozen=True)
 class Recommender:
@@ -47,15 +52,17 @@ def sid_recommender(config: config_lib.RunConfig,
           net, constrained=config.sft.constrained_softmax),
       make_rank_fn=lambda k: evaluate_lib.make_rank_fn(net, beam_width=k),
       ranking='full catalogue, trie-constrained beam search (width = list '
-              'length)',
+              f'length); {HISTORY_RULE}',
       net=net)
 
 
 def sasrec_recommender(config: config_lib.RunConfig,
                        exp: experiment_lib.Experiment) -> Recommender:
-  """SASRec, the ID-based baseline (full softmax over item ids)."""
+  """SASRec, the ID-based baseline (full or sampled softmax over ids)."""
   net = sasrec.SASRec(config_lib.sasrec_config(
       config, num_items=exp.dataset.num_items))
+  num_negatives = (config.sasrec.num_negatives
+                   if config.sasrec.loss == 'sampled' else 0)
 
   def make_rank_fn(list_len: int):
     if list_len > net.cfg.num_items:
@@ -72,10 +79,11 @@ def sasrec_recommender(config: config_lib.RunConfig,
   return Recommender(
       kind='sasrec',
       init=functools.partial(sasrec.init_params, net),
-      train_step=sasrec_step.make_sasrec_step(net),
+      train_step=sasrec_step.make_sasrec_step(net,
+                                              num_negatives=num_negatives),
       make_rank_fn=make_rank_fn,
-      ranking='full catalogue, exact top-K of the item logits; items '
-              'already in the history are NOT masked')
+      ranking=f'full catalogue, exact top-K of the item logits; '
+              f'{HISTORY_RULE}')
 
 
 def from_config(config: config_lib.RunConfig,
