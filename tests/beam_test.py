@@ -105,3 +105,22 @@ def test_wider_than_catalogue_pads_dead_beams(setup):
 
 def test_decode_cost():
   assert beam.decode_cost(3, 8) == 17
+
+
+def test_sparse_last_level_trie_gives_identical_beams(setup):
+  sids, dense, params, history, mask = setup
+  sparse = trie_lib.build_trie(sids, vocab_size=4, last_level='sparse')
+  assert isinstance(sparse.children[-1], trie_lib.SparseLevel)
+  net = policy.PolicyValueNet(CFG)
+  chex.clear_trace_counter()
+
+  @jax.jit
+  @chex.assert_max_traces(n=2)   # one per trie layout
+  def search(params, trie, history, mask):
+    return beam.beam_search(net, params, trie, history, mask, beam_width=8)
+
+  for h, m in ((history, mask), (history[::-1], mask[::-1])):
+    got = search(params, sparse, h, m)          # new data, no retrace
+    want = search(params, dense, h, m)          # (dense: its own trace)
+    for name in ('items', 'codes', 'scores'):
+      np.testing.assert_array_equal(getattr(got, name), getattr(want, name))

@@ -67,7 +67,9 @@ def test_decode_suite(tmp_path):
   assert [r['beam_width'] for r in result['rows']] == [8]
   for row in result['rows']:
     assert set(row['methods']) == {'ours', 'ours_unconstrained',
-                                   'host_dict_trie'}
+                                   'ours_sparse_trie', 'host_dict_trie'}
+    assert row['sparse_trie_same_items'] == 6
+    assert row['sparse_trie_over_ours'] > 0
     for m in row['methods'].values():
       assert len(m['times_s']) == 1 and m['median_s'] > 0
       assert m['compile_s'] > 0 and m['users_per_s'] > 0
@@ -84,6 +86,8 @@ def test_decode_suite(tmp_path):
     assert shares['dense layers (qkv, out, mlp)'] > 0
   names = [t['name'] for t in result['targets']]
   assert 'beam 8: constrained / unconstrained time' in names
+  assert ('beam 8: users whose sparse-trie items equal ours (in order)'
+          in names)
   assert all(isinstance(t['holds'], bool) for t in result['targets'])
 
 

@@ -1,4 +1,6 @@
 """Tests of the device-side prefix trie against a set-based reference."""
+import functools
+
 import chex
 import jax
 from jax.experimental import checkify
@@ -181,3 +183,115 @@ def test_tables_and_sizes():
                                 [[0, 0], [0, 1], [0, 1]])
   assert catalogue.nbytes == 4 * (4 + 8 + 6 + 6)
   assert all(leaf.dtype == jnp.int32 for leaf in jax.tree.leaves(catalogue))
+
+
+# -- sparse (CSR) last level -------------------------------------------------
+
+def _edge_case_codes(rng, vocab_size):
+  """L=3 SIDs with a full parent (V children), single-child parents and
+  random ones, shuffled so item order is not the SID order."""
+  full = [(0, 0, c) for c in range(vocab_size)]         # max children: V
+  single = [(1, c, (3 * c) % vocab_size) for c in range(vocab_size)]  # 1 each
+  rows = {tuple(int(x) for x in rng.integers(2, vocab_size, 3))
+          for _ in range(4 * vocab_size)}
+  codes = np.array(full + single + sorted(rows), np.int32)
+  return codes[rng.permutation(len(codes))]
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _lookups(catalogue, level, prefix_idx, code):
+  return (trie.valid_next_mask(catalogue, level, prefix_idx),
+          trie.next_prefix(catalogue, level, prefix_idx, code))
+
+
+def _assert_sparse_equals_dense(codes, rng, vocab_size=None):
+  dense = trie.build_trie(codes, vocab_size=vocab_size, last_level='dense')
+  sparse = trie.build_trie(codes, vocab_size=vocab_size, last_level='sparse')
+  last = dense.num_levels - 1
+  assert not isinstance(dense.children[last], trie.SparseLevel)
+  assert isinstance(sparse.children[last], trie.SparseLevel)
+  assert sparse.num_prefixes == dense.num_prefixes
+  assert sparse.vocab_size == dense.vocab_size
+  for level in range(dense.num_levels):
+    num_prefixes, vocab = dense.num_prefixes[level], dense.vocab_size
+    # Every (prefix, code) pair, plus invalid prefixes and codes.
+    prefix_idx, code = np.meshgrid(np.arange(-2, num_prefixes + 2),
+                                   np.arange(-1, vocab + 1), indexing='ij')
+    prefix_idx = prefix_idx.astype(np.int32)
+    code = code.astype(np.int32)
+    batch = rng.integers(-1, num_prefixes + 1, (3, 5)).astype(np.int32)
+    for args in ((prefix_idx, code), (batch, batch)):
+      for got, want in zip(_lookups(sparse, level, *args),
+                           _lookups(dense, level, *args)):
+        np.testing.assert_array_equal(got, want)
+  np.testing.assert_array_equal(
+      trie.lookup_item(sparse, jnp.asarray(codes)), np.arange(len(codes)))
+  return dense, sparse
+
+
+@pytest.mark.parametrize('compared_max', [16, 0])  # compare / scatter masks
+@pytest.mark.parametrize('seed, num_levels, vocab_size', CASES)
+def test_sparse_last_level_equals_dense(seed, num_levels, vocab_size,
+                                        compared_max, monkeypatch):
+  monkeypatch.setattr(trie, '_MAX_CHILDREN_COMPARED', compared_max)
+  rng = np.random.default_rng(seed)
+  num_items = min(40, vocab_size ** num_levels - 1)
+  codes = _unique_codes(rng, num_items, num_levels, vocab_size)
+  _assert_sparse_equals_dense(codes[rng.permutation(num_items)], rng)
+
+
+@pytest.mark.parametrize('compared_max', [16, 0])
+def test_sparse_edge_cases_equal_dense(compared_max, monkeypatch):
+  monkeypatch.setattr(trie, '_MAX_CHILDREN_COMPARED', compared_max)
+  rng = np.random.default_rng(5)
+  vocab_size = 20
+  codes = _edge_case_codes(rng, vocab_size)
+  _, sparse = _assert_sparse_equals_dense(codes, rng, vocab_size + 3)
+  level = sparse.children[-1]
+  counts = np.diff(np.asarray(level.offsets))
+  assert level.max_children == vocab_size == counts.max()
+  assert (counts == 1).any()
+
+
+def test_sparse_tables_and_auto_rule(monkeypatch):
+  codes = np.array([[1, 2], [0, 1], [1, 0], [1, 3]], np.int32)
+  sparse = trie.build_trie(codes, vocab_size=5, last_level='sparse')
+  level = sparse.children[1]
+  np.testing.assert_array_equal(level.offsets, [0, 1, 4])
+  np.testing.assert_array_equal(level.codes, [1, 0, 2, 3])
+  np.testing.assert_array_equal(level.targets, [1, 2, 0, 3])
+  assert (level.vocab_size, level.max_children) == (5, 3)
+  assert level.shape == (2, 5) and sparse.num_prefixes == (1, 2)
+  assert level.nbytes == 4 * (3 + 4 + 4)
+  assert sparse.nbytes == 4 * 5 + level.nbytes + 2 * 4 * 2 * 4
+  dense_last_bytes = 2 * 5 * 4
+  monkeypatch.setattr(trie, 'AUTO_SPARSE_BYTES', dense_last_bytes)
+  auto = trie.build_trie(codes, vocab_size=5)         # not above: dense
+  assert not isinstance(auto.children[1], trie.SparseLevel)
+  monkeypatch.setattr(trie, 'AUTO_SPARSE_BYTES', dense_last_bytes - 1)
+  auto = trie.build_trie(codes, vocab_size=5, last_level='auto')
+  assert isinstance(auto.children[1], trie.SparseLevel)
+  assert not isinstance(auto.children[0], trie.SparseLevel)  # last only
+  with pytest.raises(errors.TrieError, match="last_level must be.*'csr'"):
+    trie.build_trie(codes, last_level='csr')
+
+
+def test_sparse_lookups_trace_once_and_check_prefixes():
+  rng = np.random.default_rng(3)
+  catalogue = trie.build_trie(_unique_codes(rng, 60, 3, 6),
+                              last_level='sparse')
+  chex.clear_trace_counter()
+
+  @jax.jit
+  @chex.assert_max_traces(n=1)
+  def lookups(t, p, c):
+    return trie.valid_next_mask(t, 2, p), trie.next_prefix(t, 2, p, c)
+
+  for _ in range(3):
+    prefix_idx = jnp.asarray(rng.integers(
+        0, catalogue.num_prefixes[2], size=(16, 4)), jnp.int32)
+    mask, _ = lookups(catalogue, prefix_idx,
+                      jnp.asarray(rng.integers(0, 6, (16, 4)), jnp.int32))
+    assert np.all(np.asarray(mask).any(-1))
+  with pytest.raises(errors.DeadPrefixError, match=r'level 2: prefix_idx\[1\]'):
+    trie.check_prefixes(catalogue, 2, np.array([0, -1], np.int32))

@@ -34,14 +34,15 @@ def _run(trie, cfg, key, batch, **toy_kwargs):
   return out
 
 
+@pytest.mark.parametrize('last_level', ['dense', 'sparse'])
 @pytest.mark.parametrize('seed', [0, 1, 2, 3])
-def test_matches_python_reference(seed):
+def test_matches_python_reference(seed, last_level):
   rng = np.random.default_rng(seed)
   num_levels = int(rng.integers(2, 4))
   vocab = int(rng.integers(3, 6))
   num_items = min(int(rng.integers(8, 30)), vocab ** num_levels - 2)
   sids = _random_catalogue(seed, num_items, num_levels, vocab)
-  trie = trie_lib.build_trie(sids, vocab_size=vocab)
+  trie = trie_lib.build_trie(sids, vocab_size=vocab, last_level=last_level)
   b0 = int(rng.integers(1, 4))
   cfg = search.VedConfig(
       budget=1 + num_levels * b0 + int(rng.integers(3, 12)), init_beam=b0,

@@ -4,6 +4,7 @@ the binary's 'machine', 'command' and 'setup' entries)."""
 _METHOD_NAMES = {
     'ours': 'ours: jitted, device trie',
     'ours_unconstrained': 'ours, unconstrained',
+    'ours_sparse_trie': 'ours, sparse (CSR) last trie level',
     'host_dict_trie': 'reference: host dict trie',
 }
 

@@ -2,7 +2,7 @@
 JSON-ready dicts.
 
 decode: users/s of our jitted trie-constrained beam search, against the same
-  search unconstrained, against a host dict-trie reference (`host_beam`), and
+  search unconstrained, over a sparse (CSR) last trie level, against a host dict-trie reference (`host_beam`), and
   against the FLOP floor (analytic FLOPs / measured matmul FLOP/s).
 train: SFT steps: examples/s and achieved FLOP/s as a fraction of the
   matmul peak, with optional ablations that show where the time goes.
@@ -34,6 +34,9 @@ MAX_CONSTRAINED_RATIO = 1.5      # constrained / unconstrained decode time
 MIN_REFERENCE_SPEEDUP = 20.0     # host dict-trie time / ours, at beam 50
 REFERENCE_SPEEDUP_BEAM = 50
 MIN_TRAIN_PEAK_FRACTION = 0.25   # analytic FLOP/s / matmul FLOP/s
+# Target of the sparse-trie issue: sparse / dense last level decode time.
+MAX_SPARSE_TRIE_RATIO = 1.2
+SPARSE_TRIE_BEAM = 50
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,29 +66,34 @@ def _user_batches(examples: splits.Examples, num_users: int,
           for r in rows.reshape(num_batches, num_users)]
 
 
-def _decode_one_width(net, params, trie, codes, host_batches, dev_batches,
-                      beam_width, settings, peak_flops):
+def _decode_one_width(net, params, trie, sparse_trie, codes, host_batches,
+                      dev_batches, beam_width, settings, peak_flops):
   cfg = net.cfg
   num_users = host_batches[0][0].shape[0]
   num_history = host_batches[0][0].shape[1]
   num_repeats = settings.num_repeats
   methods = {}
-  for constrained in (True, False):
+  variants = (('ours', trie, True), ('ours_unconstrained', trie, False),
+              ('ours_sparse_trie', sparse_trie, True))
+  for name, search_trie, constrained in variants:
     search = jax.jit(functools.partial(
         beam.beam_search, net, beam_width=beam_width,
         constrained=constrained))
     compiled, compile_s = timing.compile_timed(
-        search, params, trie, *dev_batches[0])
-    call = lambda i, c=compiled: c(params, trie, *dev_batches[i + 1])
-    methods['ours' if constrained else 'ours_unconstrained'] = (
-        timing.time_calls(call, num_calls=num_repeats, compile_s=compile_s))
-    if constrained:
+        search, params, search_trie, *dev_batches[0])
+    call = lambda i, c=compiled, t=search_trie: c(params, t,
+                                                  *dev_batches[i + 1])
+    methods[name] = timing.time_calls(call, num_calls=num_repeats,
+                                      compile_s=compile_s)
+    if name == 'ours':
       ours = compiled
       ours_items = np.asarray(jax.device_get(call(-1).items))
       breakdown = None
       if settings.profile:   # after timing: the profiler must not perturb it
         breakdown = profile.time_by_category(compiled, lambda call=call: [
             jax.block_until_ready(call(i)) for i in range(num_repeats)])
+    elif name == 'ours_sparse_trie':
+      sparse_items = np.asarray(jax.device_get(call(-1).items))
 
   reference = host_beam.HostTrieBeamSearch(net, codes, beam_width=beam_width)
   first = timing.time_calls(lambda i: reference(params, *host_batches[0]),
@@ -117,6 +125,9 @@ def _decode_one_width(net, params, trie, codes, host_batches, dev_batches,
           methods['ours'].median_s / methods['ours_unconstrained'].median_s),
       'reference_over_ours': (methods['host_dict_trie'].median_s /
                               methods['ours'].median_s),
+      'sparse_trie_over_ours': (methods['ours_sparse_trie'].median_s /
+                                methods['ours'].median_s),
+      'sparse_trie_same_items': int((sparse_items == ours_items).all(1).sum()),
       'reference_seconds_per_user': host_split,
       'reference_check': {
           'num_users': int(ours_items.shape[0]),
@@ -157,8 +168,12 @@ def run_decode_suite(net: policy.PolicyValueNet, params,
   host_batches = _user_batches(examples, settings.num_users,
                                settings.num_repeats + 1)
   dev_batches = [jax.device_put(b) for b in host_batches]
-  rows = [_decode_one_width(net, params, trie, codes, host_batches,
-                            dev_batches, k, settings, peak_flops)
+  # The same catalogue with a CSR last level (trie.SparseLevel).
+  sparse_trie = trie_lib.build_trie(codes, vocab_size=trie.vocab_size,
+                                    last_level='sparse')
+  rows = [_decode_one_width(net, params, trie, sparse_trie, codes,
+                            host_batches, dev_batches, k, settings,
+                            peak_flops)
           for k in settings.beam_widths]
   targets = []
   for row in rows:
@@ -166,6 +181,14 @@ def run_decode_suite(net: policy.PolicyValueNet, params,
     targets.append(_target(
         f'beam {k}: constrained / unconstrained time',
         row['constrained_over_unconstrained'], '<=', MAX_CONSTRAINED_RATIO))
+    if k == SPARSE_TRIE_BEAM:
+      targets.append(_target(
+          f'beam {k}: sparse-last-level trie time / dense',
+          row['sparse_trie_over_ours'], '<=', MAX_SPARSE_TRIE_RATIO))
+    targets.append(_target(
+        f'beam {k}: users whose sparse-trie items equal ours (in order)',
+        row['sparse_trie_same_items'], '>=', row['reference_check'][
+            'num_users']))
     if k == REFERENCE_SPEEDUP_BEAM:
       targets.append(_target(
           f'beam {k}: host dict-trie reference time / ours',
