@@ -196,6 +196,7 @@ class EvalConfig:
   valid_subset: int = _field()               # users; <= 0 means all
   batch_size: int = _field(at_least(1))
   head_fraction: float = _field(between(0.0, 1.0))
+  validate_start: bool = _field()            # step 0 of a trained start
 
 
 @dataclasses.dataclass(frozen=True)

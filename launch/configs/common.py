@@ -154,6 +154,10 @@ def base_config() -> ml_collections.ConfigDict:
   config.eval.valid_subset = 2000          # users; <= 0 means all
   config.eval.batch_size = 256
   config.eval.head_fraction = 0.2          # long tail = outside the top 20%
+  # Validate the starting parameters (step 0) of a stage that starts from a
+  # trained model (RL, or SFT with config.init_from), so selection can keep
+  # the start when no step beats it (issue 12).
+  config.eval.validate_start = False
 
   # Device mesh (vstar_jax/parallel.py): batches split over `data` (-1: all
   # devices that `model` leaves); `model` is reserved for tensor parallelism

@@ -295,6 +295,9 @@ def run_stage(run: Run, stage: Stage) -> tuple[Any, dict[str, Any]]:
     iterator.restore(meta['data'])
   start_step = int(jax.device_get(state.step))
   validate = _Validation(run, stage, ckpt, meta)
+  starts_trained = name == 'rl' or bool(cfg.init_from)
+  if cfg.eval.validate_start and starts_trained and restored is None:
+    validate(0, state.params)     # the start competes for "best"
 
   def save(step_num):
     meta['data'] = iterator.state()
@@ -348,6 +351,9 @@ def run_stage(run: Run, stage: Stage) -> tuple[Any, dict[str, Any]]:
     return None, {'steps': step_num, 'interrupted': True}
   best_params, _ = ckpt.restore_best(state.params)
   ckpt.close()
+  if meta['best_step'] == 0:
+    logging.info('%s: no step beat the starting parameters on validation; '
+                 'the stage reports its start', name)
   return best_params, {
       'steps': step_num, 'steps_per_epoch': iterator.batches_per_epoch,
       'best_step': meta['best_step'],
