@@ -39,3 +39,30 @@ def _flatten(d, prefix=()):
     else:
       out[prefix + (k,)] = v
   return out
+
+
+def test_fresh_protocol_and_ce_control_read_rl_budget():
+  from vstar_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  def parsed(arg):
+    config = ablation.get_config(arg)
+    config.init_from = '/runs/sft_fresh'    # set by the command line
+    return config_lib.parse(config)
+  rl, ce = parsed('scientific,vstar,fresh'), parsed('scientific,ce,fresh')
+  for cfg in (rl, ce):
+    assert cfg.data.fresh_windows == 1 and cfg.eval.validate_start
+    assert cfg.eval.valid_subset == 0
+    assert cfg.eval.valid_beam == cfg.eval.beam_width
+  assert rl.stage_list == ('rl',) and ce.stage_list == ('sft',)
+  assert ce.sft.train_on == 'rl_prompts'
+  for name in ('num_steps', 'num_epochs', 'batch_size', 'learning_rate',
+               'warmup_steps', 'weight_decay', 'grad_clip', 'eval_every',
+               'early_stop_patience'):
+    assert getattr(ce.sft, name) == getattr(rl.rl, name), name
+  # Without 'fresh' nothing of the protocol leaks into the old ablation.
+  old = parsed('scientific,vstar')
+  assert old.data.fresh_windows == 0 and not old.eval.validate_start
+
+
+def test_unknown_protocol():
+  with pytest.raises(ValueError, match='expected DATASET,VARIANT'):
+    ablation.get_config('scientific,vstar,stale')

@@ -11,9 +11,23 @@ default (the bundled MovieLens) and VARIANT one of
   ved_grpo      VED rollouts + GRPO (the value head trains to steer VED)
   vstar         VED + GRPO + Sibling-GRPO + value: the full method
 
+  ce            the control RL must beat (issue 12): plain CE (SFT) continued
+                from the same checkpoint on the same prompts, with RL's
+                steps, batch, learning-rate schedule, clipping and decay
+
 "SFT only" is the SFT run itself. Every variant spends the same decoder-token
 budget per prompt: beam width 16 costs 1 + (L-1) 16 tokens and VED's budget
 is set to that same number. All other settings are the dataset config's.
+
+A third field `fresh` selects the fresh-prompt protocol (issue 12):
+
+  --config=launch/configs/ablation.py:scientific,vstar,fresh \
+      --config.init_from=runs/sci/sft_fresh_s0
+
+where the SFT run was trained with --config.data.fresh_windows=1 (the last
+training window of each user withheld); RL (and the CE control) read those
+withheld windows, 300 steps at LR 3e-5, validated every 50 steps on the full
+validation split at the reporting beam, the start (step 0) included.
 """
 from launch.configs import beauty
 from launch.configs import default
@@ -31,13 +45,47 @@ VARIANTS = {
 }
 
 
+PROTOCOLS = ('', 'fresh')
+
+
+def _fresh_protocol(config) -> None:
+  config.data.fresh_windows = 1
+  config.rl.num_steps = 300
+  config.rl.learning_rate = 3e-5
+  config.rl.eval_every = 50
+  config.eval.valid_subset = 0             # selection on full validation,
+  config.eval.valid_beam = config.eval.beam_width   # at the reporting beam,
+  config.eval.validate_start = True        # and the start competes
+
+
+def _ce_control(config) -> None:
+  """SFT on RL's prompts with RL's optimisation budget (set the RL fields
+  first: this copies them)."""
+  config.stages = 'sft'
+  config.sft.train_on = 'rl_prompts'
+  rl, sft = config.rl, config.sft
+  sft.num_steps, sft.num_epochs = rl.num_steps, rl.num_epochs
+  for name in ('batch_size', 'learning_rate', 'warmup_steps', 'weight_decay',
+               'grad_clip', 'eval_every', 'early_stop_patience'):
+    sft[name] = rl[name]
+  sft.end_lr_ratio = 0.0                   # RL's policy cosine ends at 0
+
+
 def get_config(arg: str = 'scientific,vstar'):
-  dataset, _, variant = arg.partition(',')
-  if dataset not in DATASETS or variant not in VARIANTS:
+  dataset, variant, protocol = (arg.split(',') + ['', ''])[:3]
+  if (dataset not in DATASETS or variant not in (*VARIANTS, 'ce') or
+      protocol not in PROTOCOLS or arg.count(',') > 2):
     raise ValueError(
-        f'--config=ablation.py:{arg}: expected DATASET,VARIANT with DATASET '
-        f'in {sorted(DATASETS)} and VARIANT in {sorted(VARIANTS)}')
+        f'--config=ablation.py:{arg}: expected DATASET,VARIANT[,fresh] with '
+        f'DATASET in {sorted(DATASETS)} and VARIANT in '
+        f'{sorted(VARIANTS) + ["ce"]}')
   config = DATASETS[dataset]()
+  if protocol == 'fresh':
+    _fresh_protocol(config)
+  config.ablation = arg
+  if variant == 'ce':
+    _ce_control(config)
+    return config
   kind, alpha, value_coef = VARIANTS[variant]
   config.stages = 'rl'
   config.rollout.kind = kind
@@ -45,5 +93,4 @@ def get_config(arg: str = 'scientific,vstar'):
   config.rl.value_coef = value_coef
   num_levels = len(config.rl.step_weights)
   config.rollout.ved_budget = 1 + (num_levels - 1) * config.rollout.beam_width
-  config.ablation = f'{dataset},{variant}'
   return config
