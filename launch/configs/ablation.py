@@ -26,7 +26,7 @@ A third field `fresh` selects the fresh-prompt protocol (issue 12):
 
 where the SFT run was trained with --config.data.fresh_windows=1 (the last
 training window of each user withheld); RL (and the CE control) read those
-withheld windows, 300 steps at LR 3e-5, validated every 50 steps on the full
+withheld windows, 300 steps at LR 3e-5, validated every 100 steps on the full
 validation split at the reporting beam, the start (step 0) included.
 """
 from launch.configs import beauty
@@ -52,7 +52,7 @@ def _fresh_protocol(config) -> None:
   config.data.fresh_windows = 1
   config.rl.num_steps = 300
   config.rl.learning_rate = 3e-5
-  config.rl.eval_every = 50
+  config.rl.eval_every = 100
   config.eval.valid_subset = 0             # selection on full validation,
   config.eval.valid_beam = config.eval.beam_width   # at the reporting beam,
   config.eval.validate_start = True        # and the start competes
