@@ -55,6 +55,7 @@ def _check_common(result, out, stdout):
       [out.name, out.with_suffix('.md').name])
 
 
+@pytest.mark.slow
 def test_decode_suite(tmp_path):
   out = tmp_path / 'decode.json'
   # Beam 8 > the 4 root codes: dead beams must agree as well.
@@ -91,6 +92,7 @@ def test_decode_suite(tmp_path):
   assert all(isinstance(t['holds'], bool) for t in result['targets'])
 
 
+@pytest.mark.slow
 def test_train_suite(tmp_path):
   out = tmp_path / 'sub' / 'train.json'
   proc = _run('--suite=train', f'--out={out}', '--batch_size=8',
@@ -109,6 +111,7 @@ def test_train_suite(tmp_path):
   assert target['bound'] == 0.25
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('flag, message', [
     ('--index_path=/nonexistent/x.index.json', '/nonexistent/x.index.json'),
     ('--dtypes=float16', 'float16'),

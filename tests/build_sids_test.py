@@ -55,6 +55,7 @@ def _write_dataset(folder, items, name='ds'):
 
 
 # Balanced: at most 5 items per level-0 code, so 8 last-level codes fit.
+@pytest.mark.slow
 @pytest.mark.parametrize('method, codebook_size, balanced, num_levels', [
     ('reassign', 8, True, 2), ('extra_level', 4, False, 3)])
 def test_writes_index_embeddings_and_stats(tmp_path, method, codebook_size,
@@ -99,6 +100,7 @@ def test_writes_index_embeddings_and_stats(tmp_path, method, codebook_size,
   assert stats['timings_s']['total'] >= stats['timings_s']['kmeans'] > 0
 
 
+@pytest.mark.slow
 def test_real_encoder_on_a_few_items(tmp_path):
   items = {
       '0': {'title': 'Red pen.', 'description': 'A red ballpoint pen.'},
@@ -155,6 +157,7 @@ def _toy_copy(tmp_path):
   return [f'--data_dir={tmp_path / "toy"}', '--dataset=toy']
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('make_args, pattern', [
     (lambda p: [f'--data_dir={p}', '--dataset=none'],
      r'none\.inter\.json: file not found'),

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from vstar_jax.data import sid_index
 from vstar_jax.sid import stats
@@ -18,6 +19,7 @@ def _run(*args):
       capture_output=True, text=True, timeout=60, check=False)
 
 
+@pytest.mark.slow
 def test_compares_build_stats_with_variants(tmp_path):
   native = np.array([[0, 1], [0, 1], [1, 0], [1, 3]], np.int32)
   fixed = np.array([[0, 1], [0, 2], [1, 0], [1, 3]], np.int32)
@@ -52,6 +54,7 @@ def test_compares_build_stats_with_variants(tmp_path):
       markdown)
 
 
+@pytest.mark.slow
 def test_bad_inputs_fail_with_one_line(tmp_path):
   result = _run(f'--indexes={tmp_path}/none/*.gz', f'--out={tmp_path}/c')
   assert result.returncode == 1

@@ -10,8 +10,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from launch.configs import smoke
-from tests import conftest
 from vstar_jax.data import files
 from vstar_jax.eval import evaluate
 from vstar_jax.eval import paired
@@ -160,19 +158,24 @@ def _run_dir(root, name, by_stage):
   return str(root / name)
 
 
-def _compare(*args, cwd):
-  return subprocess.run(
-      [sys.executable, '-m', 'launch.compare', *args], cwd=cwd,
-      capture_output=True, text=True, timeout=120,
-      env={'PYTHONPATH': str(conftest.REPO_ROOT)})
+@pytest.fixture
+def compare(repo_root):
+  """`compare(*args, cwd)`: launch.compare run in `cwd`."""
+  def run(*args, cwd):
+    return subprocess.run(
+        [sys.executable, '-m', 'launch.compare', *args], cwd=cwd,
+        capture_output=True, text=True, timeout=120,
+        env={'PYTHONPATH': str(repo_root)})
+  return run
 
 
-def test_cli_single_runs_and_stage_selection(tmp_path):
+@pytest.mark.slow
+def test_cli_single_runs_and_stage_selection(tmp_path, compare):
   rng = np.random.default_rng(1)
   sft, rl = rng.integers(0, 51, 300), rng.integers(0, 51, 300)
   run = _run_dir(tmp_path, 'run', {'sft': sft, 'rl': rl})
-  out = _compare(run, run, '--stage_b=sft', f'--out={tmp_path}/cmp',
-                 cwd=tmp_path)
+  out = compare(run, run, '--stage_b=sft', f'--out={tmp_path}/cmp',
+                cwd=tmp_path)
   assert out.returncode == 0, out.stderr
   assert '| ndcg@10 |' in out.stdout and '| hr@10 |' in out.stdout
   report = json.loads((tmp_path / 'cmp.json').read_text())
@@ -187,7 +190,8 @@ def test_cli_single_runs_and_stage_selection(tmp_path):
   assert (tmp_path / 'cmp.md').read_text() == out.stdout
 
 
-def test_cli_seed_groups_average_per_user(tmp_path):
+@pytest.mark.slow
+def test_cli_seed_groups_average_per_user(tmp_path, compare):
   rng = np.random.default_rng(2)
   ranks_a = [rng.integers(0, 51, 200) for _ in range(3)]
   ranks_b = [rng.integers(0, 51, 200) for _ in range(2)]
@@ -195,8 +199,8 @@ def test_cli_seed_groups_average_per_user(tmp_path):
             for i, r in enumerate(ranks_a)]
   runs_b = [_run_dir(tmp_path, f'b{i}', {'sft': r})
             for i, r in enumerate(ranks_b)]
-  out = _compare('--a=' + ','.join(runs_a), '--b=' + ','.join(runs_b),
-                 '--num_resamples=500', f'--out={tmp_path}/g', cwd=tmp_path)
+  out = compare('--a=' + ','.join(runs_a), '--b=' + ','.join(runs_b),
+                '--num_resamples=500', f'--out={tmp_path}/g', cwd=tmp_path)
   assert out.returncode == 0, out.stderr
   hr = json.loads((tmp_path / 'g.json').read_text())['deltas'][1]
   mean_a = np.mean([user_ranks.per_user_metric(r, 'hr@10') for r in ranks_a],
@@ -209,7 +213,8 @@ def test_cli_seed_groups_average_per_user(tmp_path):
   assert hr['ci'] == pytest.approx([lo, hi], abs=1e-12)
 
 
-def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path):
+@pytest.mark.slow
+def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, compare):
   good = _run_dir(tmp_path, 'good', {'sft': [0, 1, 2, 3]})
   other = tmp_path / 'other' / 'results.json'
   user_ranks.write(other, 'sft', {'test': _ranks([0, 1, 2, 3],
@@ -223,34 +228,26 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path):
       ((good,), 'expected RUN_A RUN_B'),
   ]
   for args, message in cases:
-    out = _compare(*args, f'--out={tmp_path}/bad', cwd=tmp_path)
+    out = compare(*args, f'--out={tmp_path}/bad', cwd=tmp_path)
     assert out.returncode == 1, args
     assert out.stderr.startswith('compare: error: ') and message in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
     assert not list(tmp_path.glob('bad*'))
 
 
-def _smoke_config(**overrides):
-  config = smoke.get_config()
-  config.data.dir = str(conftest.REPO_ROOT / config.data.dir)
-  config.data.index = str(conftest.REPO_ROOT / config.data.index)
-  for key, value in overrides.items():
-    section, leaf = key.split('.') if '.' in key else (None, key)
-    (config[section] if section else config)[leaf] = value
-  return config
-
-
-def test_runs_write_ranks_and_ce_control_starts_from_init(tmp_path):
+@pytest.mark.slow
+def test_runs_write_ranks_and_ce_control_starts_from_init(tmp_path,
+                                                          smoke_config):
   """A run writes per-user ranks of its metrics; an SFT stage with
   init_from starts from that run (at learning rate 0 it stays there)."""
-  base = loop.train_and_evaluate(_smoke_config(), str(tmp_path / 'sft'))
+  base = loop.train_and_evaluate(smoke_config(), str(tmp_path / 'sft'))
   folder = user_ranks.resolve(str(tmp_path / 'sft'))
   for split in ('valid', 'test'):
     ranks = user_ranks.read(folder, 'sft', split)
     for m in ('hr@1', 'ndcg@10', 'ndcg@20'):
       assert (user_ranks.per_user_metric(ranks.rank, m).mean() ==
               base['metrics']['sft'][split][m])
-  ce = loop.train_and_evaluate(_smoke_config(**{
+  ce = loop.train_and_evaluate(smoke_config(**{
       'init_from': str(tmp_path / 'sft'), 'data.fresh_windows': 1,
       'sft.train_on': 'rl_prompts', 'sft.batch_size': 8,
       'sft.learning_rate': 0.0, 'sft.num_steps': 2, 'sft.eval_every': 2}),

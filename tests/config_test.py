@@ -12,15 +12,8 @@ import pytest
 
 from launch.configs import common
 from launch.configs import smoke
-from tests import conftest
 from vstar_jax import config as config_lib
 from vstar_jax import errors
-
-
-def _smoke_dict(**overrides):
-  config = smoke.get_config()
-  config.update_from_flattened_dict(overrides)
-  return config
 
 
 def _error(**overrides) -> str:
@@ -53,13 +46,13 @@ def test_every_config_file_parses(name, arg):
   assert cfg.stage_list[0] in ('sft', 'rl')
 
 
-def test_values_are_typed():
-  cfg = config_lib.parse(_smoke_dict(**{
+def test_values_are_typed(smoke_dict):
+  cfg = config_lib.parse(smoke_dict(**{
       'rl.step_weights': [1, 2, 3], 'sft.learning_rate': 1, 'stages': 'sft'}))
   assert cfg.rl.step_weights == (1.0, 2.0, 3.0)
   assert isinstance(cfg.sft.learning_rate, float)
   assert cfg.data.index.endswith('toy.index.json')
-  assert config_lib.parse(_smoke_dict(**{'data.index': ''})).data.index is None
+  assert config_lib.parse(smoke_dict(**{'data.index': ''})).data.index is None
   with pytest.raises(dataclasses.FrozenInstanceError):
     cfg.sft.batch_size = 3      # pytype: disable=not-writable
 
@@ -104,14 +97,14 @@ def test_bad_values_name_field_and_allowed(overrides, message):
   assert _error(**overrides) == message
 
 
-def test_unknown_and_missing_fields():
-  config = _smoke_dict()
+def test_unknown_and_missing_fields(smoke_dict):
+  config = smoke_dict()
   config.sft.batchsize = 3
   with pytest.raises(errors.ConfigError) as e:
     config_lib.parse(config)
   assert str(e.value) == ('config.sft.batchsize: unknown config field; did '
                           'you mean config.sft.batch_size?')
-  config = _smoke_dict().to_dict()
+  config = smoke_dict().to_dict()
   del config['rl']['clip_eps']
   with pytest.raises(errors.ConfigError) as e:
     config_lib.parse(config)
@@ -119,8 +112,8 @@ def test_unknown_and_missing_fields():
                           '(launch/configs/common.py sets every field)')
 
 
-def test_checks_that_need_the_data():
-  cfg = config_lib.parse(_smoke_dict(stages='sft,rl'))
+def test_checks_that_need_the_data(smoke_dict):
+  cfg = config_lib.parse(smoke_dict(stages='sft,rl'))
   config_lib.check_levels(cfg, 3)
   with pytest.raises(errors.ConfigError) as e:
     config_lib.check_levels(cfg, 4)
@@ -128,14 +121,14 @@ def test_checks_that_need_the_data():
                           'weight per SID level (L=4)')
   # SFT-only runs keep RL's level-dependent fields unchecked.
   config_lib.check_levels(dataclasses.replace(cfg, stages='sft'), 4)
-  low = config_lib.parse(_smoke_dict(stages='sft,rl',
+  low = config_lib.parse(smoke_dict(stages='sft,rl',
                                      **{'rollout.ved_budget': 3}))
   with pytest.raises(errors.ConfigError, match='below the init beam cost'):
     config_lib.check_levels(low, 3)
 
 
-def test_library_configs_take_every_field():
-  cfg = config_lib.parse(_smoke_dict(**{
+def test_library_configs_take_every_field(smoke_dict):
+  cfg = config_lib.parse(smoke_dict(**{
       'rl.updates_per_rollout': 4, 'rl.sibling_min_std': 0.05}))
   rl = config_lib.rl_config(cfg)
   assert (rl.updates_per_rollout, rl.sibling_min_std) == (4, 0.05)
@@ -147,8 +140,8 @@ def test_library_configs_take_every_field():
   assert (net.width, net.num_heads, net.max_history) == (32, 2, 5)
 
 
-def test_saved_config_round_trips_and_old_runs_load():
-  cfg = config_lib.parse(_smoke_dict())
+def test_saved_config_round_trips_and_old_runs_load(smoke_dict):
+  cfg = config_lib.parse(smoke_dict())
   saved = json.loads(json.dumps(cfg.to_dict()))
   assert config_lib.parse_saved(saved, common.base_config()) == cfg
   old = json.loads(json.dumps(cfg.to_dict()))
@@ -165,22 +158,22 @@ def test_saved_config_round_trips_and_old_runs_load():
 # -- launch.train end to end ---------------------------------------------------
 
 
-def _write_index(path, depth_extra: int):
+def _write_index(repo_root, path, depth_extra: int):
   index = json.loads(
-      (conftest.REPO_ROOT / 'testdata/synthetic/toy.index.json').read_text())
+      (repo_root / 'testdata/synthetic/toy.index.json').read_text())
   for codes in index.values():
     codes.extend(f'<{"defgh"[i]}_0>' for i in range(depth_extra))
   path.write_text(json.dumps(index))
 
 
-def _bad_flag_cases(tmp_path):
+def _bad_flag_cases(repo_root, tmp_path):
   """(flags, XLA device count, expected stderr line) per bad input."""
   deep = tmp_path / 'deep'
   deep.mkdir()
   for name in ('toy.inter.json', 'toy.item.json'):
     (deep / name).write_text(
-        (conftest.REPO_ROOT / 'testdata/synthetic' / name).read_text())
-  _write_index(deep / 'toy.index.json', 1)
+        (repo_root / 'testdata/synthetic' / name).read_text())
+  _write_index(repo_root, deep / 'toy.index.json', 1)
   missing = tmp_path / 'no_such_dir'
   return {
       'negative_batch': (['--config.sft.batch_size=-1'], 1,
@@ -209,15 +202,16 @@ def _bad_flag_cases(tmp_path):
 
 
 @pytest.mark.slow
-def test_bad_flags_one_line_exit_1_nothing_written(tmp_path):
-  for case, (flags, devices, message) in _bad_flag_cases(tmp_path).items():
+def test_bad_flags_one_line_exit_1_nothing_written(tmp_path, repo_root):
+  cases = _bad_flag_cases(repo_root, tmp_path)
+  for case, (flags, devices, message) in cases.items():
     workdir = tmp_path / f'work_{case}'
     env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS=(
         f'--xla_force_host_platform_device_count={devices}'))
     out = subprocess.run(
         [sys.executable, '-m', 'launch.train',
          '--config=launch/configs/smoke.py', f'--workdir={workdir}', *flags],
-        cwd=conftest.REPO_ROOT, env=env, capture_output=True, text=True,
+        cwd=repo_root, env=env, capture_output=True, text=True,
         timeout=300)
     assert out.returncode == 1, (case, out.stderr[-2000:])
     # Log lines may come first; the error is the last line, no traceback.

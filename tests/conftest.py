@@ -1,11 +1,22 @@
-"""Test-wide JAX setup. Runs before any test module imports jax.
+"""Test-wide JAX setup, the `slow` tier and the helpers shared by test files.
 
-Eight fake CPU devices (so sharding tests see a real mesh), rank promotion as
-an error (catches silent broadcasting bugs) and partitionable threefry (the
-same random streams as launch/ binaries).
+Runs before any test module imports jax: eight fake CPU devices (so sharding
+tests see a real mesh), rank promotion as an error (catches silent
+broadcasting bugs) and partitionable threefry (the same random streams as
+launch/ binaries).
+
+Test files never import each other or this module: shared helpers reach them
+as the fixtures below (pytest injects them by argument name).
+
+Tiers: `@pytest.mark.slow` marks tests that run `python -m launch.*`, train
+end to end, or take more than ~5 s on 2 idle CPU cores (compiling a whole
+SFT/RL step or VED search, the real MiniLM encoder). `pytest tests` runs
+everything (CI); `pytest tests -m "not slow"` is the edit-test loop.
 """
+import json
 import os
 import pathlib
+from typing import Any, Callable
 
 import numpy as np
 import pytest
@@ -23,9 +34,28 @@ SHARED_DATA = REPO_ROOT.parent / 'shared' / 'data'
 
 
 def pytest_configure(config):
-  # Idempotent: registering a marker twice is harmless.
   config.addinivalue_line(
-      'markers', 'slow: spawns launch.* binaries or trains end to end')
+      'markers', 'slow: runs a launch.* binary, trains end to end or takes '
+      'over ~5 s on 2 idle cores (deselect with -m "not slow")')
+
+
+def pytest_collection_modifyitems(config, items):
+  """A misspelt marker (e.g. `@pytest.mark.slwo`) is an error, not a test
+  silently left in the fast tier (as --strict-markers, from here)."""
+  known = {line.split(':')[0].split('(')[0].strip()
+           for line in config.getini('markers')}
+  for item in items:
+    for mark in item.iter_markers():
+      if mark.name not in known:
+        raise pytest.UsageError(
+            f'{item.nodeid}: unknown marker {mark.name!r}; register it in '
+            'pytest_configure in tests/conftest.py')
+
+
+@pytest.fixture(scope='session')
+def repo_root() -> pathlib.Path:
+  """The checkout's root: the working directory for `python -m launch.*`."""
+  return REPO_ROOT
 
 
 @pytest.fixture(scope='session')
@@ -40,8 +70,8 @@ def shared_data() -> pathlib.Path:
               ' the Amazon datasets are read from there and never copied.')
 
 
-def random_catalogue(rng: np.random.Generator, vocab_size: int,
-                     num_levels: int, draws: int):
+def _random_catalogue(rng: np.random.Generator, vocab_size: int,
+                      num_levels: int, draws: int):
   """A toy catalogue: the distinct SIDs among `draws` random code rows.
 
   Returns:
@@ -53,3 +83,66 @@ def random_catalogue(rng: np.random.Generator, vocab_size: int,
           for _ in range(draws)}
   sids = np.array(sorted(rows), np.int32)
   return sids, trie_lib.build_trie(sids, vocab_size=vocab_size)
+
+
+@pytest.fixture(scope='session')
+def random_catalogue() -> Callable[..., Any]:
+  """`random_catalogue(rng, vocab_size, num_levels, draws) -> (sids, trie)`."""
+  return _random_catalogue
+
+
+def _smoke_dict(**overrides):
+  """launch/configs/smoke.py as a ConfigDict, with repository-absolute data
+  paths (tests run from any directory) and `overrides` applied.
+
+  Args:
+    **overrides: dotted field -> value, e.g. `**{'sft.num_steps': 2}`; a
+      field may be new (unknown-field tests), it is set unchecked.
+  """
+  from launch.configs import smoke  # pylint: disable=g-import-not-at-top
+  config = smoke.get_config()
+  config.data.dir = str(REPO_ROOT / config.data.dir)
+  config.data.index = str(REPO_ROOT / config.data.index)
+  with config.unlocked():
+    for key, value in overrides.items():
+      node = config
+      *path, leaf = key.split('.')
+      for p in path:
+        node = node[p]
+      node[leaf] = value
+  return config
+
+
+def _smoke_config(**overrides):
+  """`_smoke_dict(**overrides)` parsed: a typed `config.RunConfig`."""
+  from vstar_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  return config_lib.parse(_smoke_dict(**overrides))
+
+
+@pytest.fixture(scope='session')
+def smoke_dict() -> Callable[..., Any]:
+  """`smoke_dict(**{'a.b': value}) -> ConfigDict` (see _smoke_dict)."""
+  return _smoke_dict
+
+
+@pytest.fixture(scope='session')
+def smoke_config() -> Callable[..., Any]:
+  """`smoke_config(**{'a.b': value}) -> RunConfig`, the smoke ConfigDict
+  parsed (see _smoke_dict); raises errors.ConfigError on a bad value."""
+  return _smoke_config
+
+
+def _sft_losses(workdir) -> dict[tuple[int, str], float]:
+  """{(step, name): value} of the sft/ training metrics in metrics.jsonl,
+  without the timing ones (they differ between runs)."""
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    rows = [json.loads(line) for line in f]
+  return {(r['step'], k): v for r in rows for k, v in r.items()
+          if k.startswith('sft/') and not k.split('/')[-1].startswith(
+              ('steps_per', 'examples_per', 'eta'))}
+
+
+@pytest.fixture(scope='session')
+def sft_losses() -> Callable[..., dict[tuple[int, str], float]]:
+  """`sft_losses(workdir) -> {(step, name): value}` (see _sft_losses)."""
+  return _sft_losses

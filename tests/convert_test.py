@@ -205,6 +205,7 @@ def _run(*args):
                         timeout=60)
 
 
+@pytest.mark.slow
 def test_convert_data_binary(tmp_path):
   result = _run('--source=amazon', f'--reviews={AMAZON_RAW}/reviews.jsonl',
                 f'--meta={AMAZON_RAW}/meta.jsonl', f'--out_dir={tmp_path}',
@@ -215,6 +216,7 @@ def test_convert_data_binary(tmp_path):
   assert ds.paths['inter'].endswith('Toy.inter.json.gz')
 
 
+@pytest.mark.slow
 def test_convert_data_binary_bad_input(tmp_path):
   bad = tmp_path / 'reviews.jsonl'
   bad.write_text('{"reviewerID": "U1", "asin": "A1"}\n')

@@ -3,6 +3,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -12,6 +14,7 @@ def _run(*args):
                         timeout=60)
 
 
+@pytest.mark.slow
 def test_summary_of_toy_dataset():
   result = _run('--data_dir=testdata/synthetic', '--name=toy')
   assert result.returncode == 0, result.stderr
@@ -26,6 +29,7 @@ def test_summary_of_toy_dataset():
     assert expected in lines, result.stdout
 
 
+@pytest.mark.slow
 def test_bad_file_gives_one_line_and_exit_1(tmp_path):
   (tmp_path / 'bad.inter.json').write_text('{"0": [1, 2, 3]')
   result = _run(f'--data_dir={tmp_path}', '--name=bad')

@@ -6,7 +6,6 @@ import sys
 import pytest
 
 from launch import fleet
-from tests import conftest
 
 
 def test_parse_jobs():
@@ -30,7 +29,8 @@ def test_parse_jobs_errors(text, message):
     fleet.parse_jobs(text, 'f.txt')
 
 
-def test_fleet_dependencies_failures_and_deadline(tmp_path):
+@pytest.mark.slow
+def test_fleet_dependencies_failures_and_deadline(tmp_path, repo_root):
   jobs = tmp_path / 'jobs.txt'
   jobs.write_text('a --mode=ok\n'
                   'b after=a --mode=ok\n'
@@ -43,7 +43,7 @@ def test_fleet_dependencies_failures_and_deadline(tmp_path):
        '--max_running=2', '--train_module=tests.fleet_fake_job',
        '--eval_module=tests.fleet_fake_job', '--train_deadline_s=8',
        '--eval_deadline_s=40'],
-      cwd=conftest.REPO_ROOT, capture_output=True, text=True, timeout=120)
+      cwd=repo_root, capture_output=True, text=True, timeout=120)
   assert out.returncode == 2, out.stderr
   status = json.loads((root / 'fleet_status.json').read_text())['jobs']
   outcome = {name: s['outcome'] for name, s in status.items()}

@@ -6,7 +6,6 @@ import sys
 import numpy as np
 import pytest
 
-from tests import conftest
 from vstar_jax.eval import paired
 from vstar_jax.eval import ranking
 from vstar_jax.eval import user_ranks
@@ -20,31 +19,37 @@ def _result(ndcg10, device='cpu'):
           'device': device}
 
 
-def _run(*args, cwd):
-  return subprocess.run([sys.executable, '-m', 'launch.make_tables', *args],
-                        cwd=cwd, capture_output=True, text=True, timeout=120,
-                        env={'PYTHONPATH': str(conftest.REPO_ROOT)})
+@pytest.fixture
+def make_tables(repo_root):
+  """`make_tables(*args, cwd)`: launch.make_tables run in `cwd`."""
+  def run(*args, cwd):
+    return subprocess.run([sys.executable, '-m', 'launch.make_tables', *args],
+                          cwd=cwd, capture_output=True, text=True, timeout=120,
+                          env={'PYTHONPATH': str(repo_root)})
+  return run
 
 
-def test_table_mean_std_and_check(tmp_path):
+@pytest.mark.slow
+def test_table_mean_std_and_check(tmp_path, make_tables):
   for seed, (v, device) in enumerate([(0.1, 'cpu'), (0.3, 'NVIDIA H200')]):
     d = tmp_path / 'results' / 'toyds' / 'sft'
     d.mkdir(parents=True, exist_ok=True)
     (d / f'seed{seed}.json').write_text(json.dumps(_result(v, device)))
   ws = tmp_path / 'WORKSPACE.md'
   ws.write_text('intro\n<!-- table:toyds -->\nold\n<!-- /table:toyds -->\n')
-  assert _run('--check', cwd=tmp_path).returncode == 1
-  out = _run(cwd=tmp_path)
+  assert make_tables('--check', cwd=tmp_path).returncode == 1
+  out = make_tables(cwd=tmp_path)
   assert out.returncode == 0, out.stderr
   text = ws.read_text()
   assert '| sft | sft | 2 | 50 |' in text
   assert '0.2000 ± 0.1000' in text          # ndcg@10 over the two seeds
   assert '| 2.0 (H200, 1), 2.0 (cpu, 1) |' in text   # wall time per device
-  assert _run('--check', cwd=tmp_path).returncode == 0
+  assert make_tables('--check', cwd=tmp_path).returncode == 0
 
 
-def test_repository_tables_are_fresh():
-  out = _run('--check', cwd=conftest.REPO_ROOT)
+@pytest.mark.slow
+def test_repository_tables_are_fresh(make_tables, repo_root):
+  out = make_tables('--check', cwd=repo_root)
   assert out.returncode == 0, out.stderr
 
 
@@ -61,7 +66,8 @@ def _write_seed(variant_dir, seed, stage, ranks):
       users, users % 7, np.asarray(ranks, np.int32), 50)})
 
 
-def test_rl_table_has_paired_delta_column(tmp_path):
+@pytest.mark.slow
+def test_rl_table_has_paired_delta_column(tmp_path, make_tables):
   rng = np.random.default_rng(0)
   root = tmp_path / 'results' / 'toyds'
   sft = [rng.integers(0, 51, 400) for _ in range(2)]
@@ -75,7 +81,7 @@ def test_rl_table_has_paired_delta_column(tmp_path):
           'sft']['test']}}}))
   ws = tmp_path / 'WORKSPACE.md'
   ws.write_text('<!-- table:toyds vs=base -->\n<!-- /table:toyds -->\n')
-  out = _run(cwd=tmp_path)
+  out = make_tables(cwd=tmp_path)
   assert out.returncode == 0, out.stderr
   lines = ws.read_text().splitlines()
   assert lines[1].endswith('| ndcg@10 Δ vs base [95% CI] |')
@@ -94,11 +100,12 @@ def test_rl_table_has_paired_delta_column(tmp_path):
       np.mean(per_user[:2]) - np.mean(per_user[2:]))
 
 
-def test_tables_without_rl_have_no_delta_column(tmp_path):
+@pytest.mark.slow
+def test_tables_without_rl_have_no_delta_column(tmp_path, make_tables):
   d = tmp_path / 'results' / 'toyds' / 'sft'
   d.mkdir(parents=True)
   (d / 'seed0.json').write_text(json.dumps(_result(0.1)))
   ws = tmp_path / 'WORKSPACE.md'
   ws.write_text('<!-- table:toyds -->\n<!-- /table:toyds -->\n')
-  assert _run(cwd=tmp_path).returncode == 0
+  assert make_tables(cwd=tmp_path).returncode == 0
   assert 'Δ' not in ws.read_text()

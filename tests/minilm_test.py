@@ -61,6 +61,7 @@ def test_tokenizer_matches_sentence_transformers_lengths(reference, texts):
     assert token_ids[0] == 101 and token_ids[-1] == 102  # [CLS] ... [SEP]
 
 
+@pytest.mark.slow
 def test_parity_with_sentence_transformers(reference, ours):
   want = np.array([e['vector'] for e in reference['entries']], np.float32)
   assert ours.shape == want.shape == (len(want), 384)
@@ -72,6 +73,7 @@ def test_parity_with_sentence_transformers(reference, ours):
   np.testing.assert_allclose(ours, want, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_unit_norm(ours):
   np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
 

@@ -13,15 +13,9 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
-from tests import conftest
-from tests import train_test
 from vstar_jax.train import loop
-
-# pylint: disable=protected-access
-_losses = train_test._losses
-_smoke_config = train_test._smoke_config
-# pylint: enable=protected-access
 
 # One ranked-list length: the final evaluation reuses the compiled search.
 OVERRIDES = {'sft.num_steps': 2, 'sft.eval_every': 2, 'log_every': 1,
@@ -34,7 +28,9 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def test_two_processes_match_one(tmp_path):
+@pytest.mark.slow
+def test_two_processes_match_one(tmp_path, repo_root, smoke_config,
+                                  sft_losses):
   assert jax.device_count() == 8     # the reference: one process, 8 devices
   work = tmp_path / 'two'
   env = dict(os.environ, JAX_PLATFORMS='cpu',
@@ -56,13 +52,13 @@ def test_two_processes_match_one(tmp_path):
            *[f'--config.{k}={v}' for k, v in OVERRIDES.items()],
            f'--coordinator_address=localhost:{port}', '--num_processes=2',
            f'--process_id={i}', '--jax_disable_most_optimizations=true'],
-          cwd=conftest.REPO_ROOT, env=env_i, stdout=out_f, stderr=err_f))
+          cwd=repo_root, env=env_i, stdout=out_f, stderr=err_f))
   try:
     # The single-process reference runs while the two processes work, with
     # the same (fast-compiling) XLA settings.
     jax.config.update('jax_disable_most_optimizations', True)
     try:
-      full = loop.train_and_evaluate(_smoke_config(**OVERRIDES),
+      full = loop.train_and_evaluate(smoke_config(**OVERRIDES),
                                      str(tmp_path / 'one'))
     finally:
       jax.config.update('jax_disable_most_optimizations', False)
@@ -87,7 +83,7 @@ def test_two_processes_match_one(tmp_path):
                                rtol=1e-6, atol=1e-6)
   rows = [json.loads(l) for l in open(work / 'metrics.jsonl')]
   assert [r['step'] for r in rows] == [1, 2, 2]  # written once, by process 0
-  two, one = (_losses(w) for w in (work, tmp_path / 'one'))
+  two, one = (sft_losses(w) for w in (work, tmp_path / 'one'))
   assert two.keys() == one.keys() and len(two) >= 10
   np.testing.assert_allclose([two[k] for k in one], list(one.values()),
                              rtol=1e-5)

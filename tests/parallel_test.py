@@ -15,7 +15,6 @@ import numpy as np
 import optax
 import pytest
 
-from tests import conftest
 from vstar_jax import errors
 from vstar_jax import parallel
 from vstar_jax.decoding.ved import search
@@ -40,9 +39,9 @@ RL_MESHES = ('one_device', 'fsdp')
 
 
 @pytest.fixture(scope='module')
-def toy():
+def toy(random_catalogue):
   rng = np.random.default_rng(0)
-  sids, trie = conftest.random_catalogue(rng, 4, 3, 40)
+  sids, trie = random_catalogue(rng, 4, 3, 40)
   emb = rng.normal(size=(len(sids), 6)).astype(np.float32)
   emb /= np.linalg.norm(emb, axis=1, keepdims=True)
 
@@ -159,11 +158,13 @@ def _assert_same_as_one_device(runs, name):
   assert int(state.step) == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', ['data_parallel', 'fsdp'])
 def test_sharded_sft_step_equals_one_device(runs, name):
   _assert_same_as_one_device(runs['sft'], name)
 
 
+@pytest.mark.slow
 def test_sharded_rl_step_equals_one_device(runs):
   _assert_same_as_one_device(runs['rl'], 'fsdp')
 
@@ -172,6 +173,7 @@ def _specs(tree):
   return {leaf.sharding.spec for leaf in jax.tree_util.tree_leaves(tree)}
 
 
+@pytest.mark.slow
 def test_state_stays_on_its_shardings(runs):
   assert _specs(runs['sft']['data_parallel'][0]) == {P()}
   for by_mesh in runs.values():

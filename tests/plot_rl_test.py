@@ -35,6 +35,7 @@ def test_bad_line_names_file(tmp_path):
     plot_rl.read_curves(run)
 
 
+@pytest.mark.slow
 def test_binary_writes_png(tmp_path):
   run = _write_run(tmp_path / 'run', [1., 2.])
   out = tmp_path / 'curves.png'

@@ -41,6 +41,7 @@ def test_shapes_and_finite(params):
   chex.assert_tree_all_finite((logits, values))
 
 
+@pytest.mark.slow
 def test_incremental_decode_matches_teacher_forcing(params):
   hist, mask, target = _batch(1)
   net = policy.PolicyValueNet(CFG)

@@ -18,14 +18,7 @@ import time
 import jax
 import pytest
 
-from tests import conftest
-from tests import train_test
 from vstar_jax.train import loop
-
-# pylint: disable=protected-access
-_losses = train_test._losses
-_smoke_config = train_test._smoke_config
-# pylint: enable=protected-access
 
 OVERRIDES = {'mesh.fsdp': True, 'mesh.fsdp_min_size': 256,
              'checkpoint.every_steps': 2}
@@ -52,7 +45,8 @@ class _Run:
   """launch.train on the smoke config in a subprocess; output to files (a
   full pipe would stall it while the test does other work)."""
 
-  def __init__(self, workdir: pathlib.Path, log: pathlib.Path):
+  def __init__(self, repo_root: pathlib.Path, workdir: pathlib.Path,
+               log: pathlib.Path):
     # 8 devices, as in this process (conftest). The runs compile the same
     # programs: a shared persistent compilation cache spares the later ones.
     env = dict(os.environ, JAX_PLATFORMS='cpu',
@@ -66,7 +60,7 @@ class _Run:
       self.proc = subprocess.Popen(
           [sys.executable, '-m', 'launch.train',
            '--config=launch/configs/smoke.py', f'--workdir={workdir}',
-           *flags, _FAST_COMPILE], cwd=conftest.REPO_ROOT, env=env,
+           *flags, _FAST_COMPILE], cwd=repo_root, env=env,
           stdout=out, stderr=err)
     _STARTED.append(self.proc)
 
@@ -90,11 +84,13 @@ def _steps(workdir: pathlib.Path) -> list[int]:
   return sorted(int(p.name) for p in latest.iterdir() if p.name.isdigit())
 
 
-def test_sigterm_sigkill_and_corrupt_checkpoint_resume_exactly(tmp_path):
+@pytest.mark.slow
+def test_sigterm_sigkill_and_corrupt_checkpoint_resume_exactly(
+    tmp_path, repo_root, smoke_config, sft_losses):
   assert jax.device_count() == 8     # the reference runs on the same mesh
   work = tmp_path / 'run'
   # Preemption notice as soon as the run has started: handled after a step.
-  run = _Run(work, tmp_path / 'sigterm')
+  run = _Run(repo_root, work, tmp_path / 'sigterm')
   run.wait_for((work / 'config.json').exists)
   run.proc.send_signal(signal.SIGTERM)
   code, _, err = run.wait()
@@ -107,7 +103,7 @@ def test_sigterm_sigkill_and_corrupt_checkpoint_resume_exactly(tmp_path):
   assert not (work / 'results.json').exists()
 
   # Resume; SIGKILL as soon as a newer checkpoint is complete.
-  run = _Run(work, tmp_path / 'sigkill')
+  run = _Run(repo_root, work, tmp_path / 'sigkill')
   run.wait_for(lambda: _steps(work)[-1] > preempted_at)
   run.proc.kill()
   assert run.wait()[0] == -signal.SIGKILL
@@ -119,9 +115,9 @@ def test_sigterm_sigkill_and_corrupt_checkpoint_resume_exactly(tmp_path):
   for f in step_dir.glob('state/**/d/*'):
     with open(f, 'r+b') as fh:
       fh.truncate(3)
-  run = _Run(work, tmp_path / 'resume')
+  run = _Run(repo_root, work, tmp_path / 'resume')
   # The uninterrupted reference runs here while that run goes on.
-  config = _smoke_config(**OVERRIDES)
+  config = smoke_config(**OVERRIDES)
   jax.config.update('jax_disable_most_optimizations', True)
   try:
     full = loop.train_and_evaluate(config, str(tmp_path / 'full'))
@@ -142,7 +138,7 @@ def test_sigterm_sigkill_and_corrupt_checkpoint_resume_exactly(tmp_path):
   log_every = config.log_every
   cut = {preempted_at, -(-preempted_at // log_every) * log_every}
   resumed, uninterrupted = (
-      {k: v for k, v in _losses(w).items() if k[0] not in cut}
+      {k: v for k, v in sft_losses(w).items() if k[0] not in cut}
       for w in (work, tmp_path / 'full'))
   assert len(resumed) >= 20 and resumed == uninterrupted
 
@@ -150,7 +146,7 @@ def test_sigterm_sigkill_and_corrupt_checkpoint_resume_exactly(tmp_path):
   env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
   ev = subprocess.run([sys.executable, '-m', 'launch.evaluate',
                        f'--workdir={work}', _FAST_COMPILE],
-                      cwd=conftest.REPO_ROOT,
+                      cwd=repo_root,
                       env=dict(env, JAX_PLATFORMS='cpu'), capture_output=True,
                       text=True, timeout=300)
   assert ev.returncode == 0, ev.stderr[-3000:]

@@ -11,7 +11,6 @@ import numpy as np
 import optax
 import pytest
 
-from tests import conftest
 from vstar_jax.decoding import types
 from vstar_jax.decoding.ved import search
 from vstar_jax.models import policy
@@ -27,9 +26,9 @@ CFG = policy.PolicyConfig(num_levels=3, vocab_size=4, max_history=4,
 
 
 @pytest.fixture(scope='module')
-def setup():
+def setup(random_catalogue):
   rng = np.random.default_rng(0)
-  sids, trie = conftest.random_catalogue(rng, 4, 3, 40)
+  sids, trie = random_catalogue(rng, 4, 3, 40)
   params = jax.jit(policy.init_params, static_argnums=0)(
       CFG, jax.random.key(0))
   emb = rng.normal(size=(len(sids), 6)).astype(np.float32)
@@ -65,6 +64,7 @@ def _rl_cfg(**overrides) -> rl_step_lib.RLConfig:
 
 # Beam and sampling rollouts feed the same loss (tests/rollout_test.py checks
 # their groups); the whole step is compiled here once, with VED.
+@pytest.mark.slow
 @pytest.mark.parametrize('kind', ['ved'])
 def test_rl_step_traces_once_and_is_finite(setup, kind):
   trie, params, emb, batch = setup

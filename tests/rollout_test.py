@@ -7,7 +7,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests import conftest
 from vstar_jax.bench import rollout_compare
 from vstar_jax.decoding import transformer
 from vstar_jax.decoding.ved import search
@@ -23,9 +22,9 @@ CFG = policy.PolicyConfig(num_levels=3, vocab_size=5, max_history=4,
 
 
 @pytest.fixture(scope='module')
-def setup():
+def setup(random_catalogue):
   rng = np.random.default_rng(0)
-  sids, trie = conftest.random_catalogue(rng, 5, 3, 70)
+  sids, trie = random_catalogue(rng, 5, 3, 70)
   params = jax.jit(policy.init_params, static_argnums=0)(
       CFG, jax.random.key(0))
   history = jnp.asarray(rng.integers(0, len(sids), (3, 4)), jnp.int32)
@@ -64,6 +63,7 @@ def test_groups_valid_and_costs(setup, kind):
   assert np.isfinite(np.asarray(cands.logp)).all()
 
 
+@pytest.mark.slow
 def test_ved_node_values_equal_teacher_forcing(setup):
   _, trie, params, history, mask = setup
   net = policy.PolicyValueNet(CFG)
@@ -103,6 +103,7 @@ def test_ved_node_values_equal_teacher_forcing(setup):
                              atol=1e-4)
 
 
+@pytest.mark.slow
 def test_compare_rollouts_at_equal_budget(setup):
   sids, trie, params, history, mask = setup
   net = policy.PolicyValueNet(CFG)

@@ -10,7 +10,6 @@ import pytest
 from launch.configs import sasrec_movielens
 from launch.configs import sasrec_tuned
 from launch.configs import smoke
-from tests import conftest
 from vstar_jax import config as config_lib
 from vstar_jax import errors
 from vstar_jax import experiment
@@ -149,11 +148,12 @@ def _toy_config(data_dir, **model):
   return config_lib.parse(config)
 
 
-def test_train_and_evaluate_toy_without_sids(tmp_path):
+@pytest.mark.slow
+def test_train_and_evaluate_toy_without_sids(tmp_path, repo_root):
   # A copy without toy.index.json: no SIDs anywhere (synthetic data).
   data = tmp_path / 'data'
   data.mkdir()
-  shutil.copy(conftest.REPO_ROOT / 'testdata/synthetic/toy.inter.json', data)
+  shutil.copy(repo_root / 'testdata/synthetic/toy.inter.json', data)
   results = loop.train_and_evaluate(_toy_config(data), str(tmp_path / 'w'))
   assert (tmp_path / 'w' / 'results.json').is_file()
   assert results['stages']['sft']['steps'] == 8
@@ -166,8 +166,8 @@ def test_train_and_evaluate_toy_without_sids(tmp_path):
   assert 'distinct_l1@10' not in test     # needs SIDs
 
 
-def test_experiment_sids_optional_for_sasrec_only(tmp_path):
-  toy = conftest.REPO_ROOT / 'testdata/synthetic'
+def test_experiment_sids_optional_for_sasrec_only(tmp_path, repo_root):
+  toy = repo_root / 'testdata/synthetic'
   exp = experiment.load_experiment(_toy_config(toy))
   assert exp.trie is None and exp.codes.shape == (40, 3)   # auto-found index
   data = tmp_path / 'data'
@@ -178,9 +178,9 @@ def test_experiment_sids_optional_for_sasrec_only(tmp_path):
     experiment.load_experiment(sid_config)
 
 
-def test_movielens_config_builds(tmp_path):
+def test_movielens_config_builds(repo_root):
   config = sasrec_movielens.get_config()
-  config.data.dir = str(conftest.REPO_ROOT / config.data.dir)
+  config.data.dir = str(repo_root / config.data.dir)
   config = config_lib.parse(config)
   exp = experiment.load_experiment(config)
   model = recommender.from_config(config, exp)
@@ -317,11 +317,11 @@ def test_sasrec_loss_fields_checked():
 
 
 @pytest.mark.parametrize('arg', ['scientific,20', 'beauty,50'])
-def test_tuned_configs(arg):
+def test_tuned_configs(arg, repo_root):
   config = sasrec_tuned.get_config(arg)
   assert config.data.max_history == int(arg.split(',')[1])
   assert (config.model.num_layers, config.model.num_heads) == (1, 1)
   assert config.sft.end_lr_ratio == 1.0
-  assert (conftest.REPO_ROOT / config.data.dir).is_dir()
+  assert (repo_root / config.data.dir).is_dir()
   with pytest.raises(ValueError, match='DATASET,HISTORY'):
     sasrec_tuned.get_config(arg.replace(',', ',x'))

@@ -10,11 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from launch.configs import smoke
-from tests import conftest
-from vstar_jax import errors
 from vstar_jax import checkpointing
 from vstar_jax import config as config_lib
+from vstar_jax import errors
 from vstar_jax import experiment
 from vstar_jax.models import policy
 from vstar_jax.train import loop
@@ -22,28 +20,9 @@ from vstar_jax.train import sft
 from vstar_jax.train import state as state_lib
 
 
-def _smoke_dict(**overrides):
-  """The smoke ConfigDict with absolute data paths and `overrides`."""
-  config = smoke.get_config()
-  config.data.dir = str(conftest.REPO_ROOT / config.data.dir)
-  config.data.index = str(conftest.REPO_ROOT / config.data.index)
-  with config.unlocked():
-    for key, value in overrides.items():
-      node = config
-      *path, leaf = key.split('.')
-      for p in path:
-        node = node[p]
-      node[leaf] = value
-  return config
-
-
-def _smoke_config(**overrides) -> config_lib.RunConfig:
-  return config_lib.parse(_smoke_dict(**overrides))
-
-
 @pytest.fixture(scope='module')
-def toy():
-  config = _smoke_config()
+def toy(smoke_config):
+  config = smoke_config()
   exp = experiment.load_experiment(config)
   net = policy.PolicyValueNet(config_lib.policy_config(
       config, num_levels=exp.num_levels, vocab_size=exp.vocab_size))
@@ -65,6 +44,7 @@ def _state(net, total_steps=100):
   return state_lib.TrainState.create(params, tx)
 
 
+@pytest.mark.slow
 def test_sft_loss_decreases_one_trace_finite(toy):
   _, exp, net, batch = toy
   chex.clear_trace_counter()
@@ -91,6 +71,7 @@ def test_padding_rows_carry_no_weight(toy):
   np.testing.assert_allclose(loss(half), loss(garbage), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_checkpoint_roundtrip_identical_next_step(toy, tmp_path):
   _, exp, net, batch = toy
   step = jax.jit(sft.make_sft_step(net))
@@ -107,31 +88,26 @@ def test_checkpoint_roundtrip_identical_next_step(toy, tmp_path):
   assert int(b.step) == 2
 
 
-def _losses(workdir):
-  rows = [json.loads(l) for l in open(os.path.join(workdir, 'metrics.jsonl'))]
-  return {(r['step'], k): v for r in rows for k, v in r.items()
-          if k.startswith('sft/') and not k.split('/')[-1].startswith(
-              ('steps_per', 'examples_per', 'eta'))}
-
-
-def test_resumed_run_equals_uninterrupted(tmp_path):
-  full = loop.train_and_evaluate(_smoke_config(), str(tmp_path / 'full'))
+@pytest.mark.slow
+def test_resumed_run_equals_uninterrupted(tmp_path, smoke_config, sft_losses):
+  full = loop.train_and_evaluate(smoke_config(), str(tmp_path / 'full'))
   part = tmp_path / 'part'
-  first = loop.train_and_evaluate(_smoke_config(stop_after_steps=4),
+  first = loop.train_and_evaluate(smoke_config(stop_after_steps=4),
                                   str(part))
   assert first['stages']['sft'] == {'steps': 4, 'interrupted': True}
   assert not (part / 'results.json').exists()
-  resumed = loop.train_and_evaluate(_smoke_config(), str(part))
+  resumed = loop.train_and_evaluate(smoke_config(), str(part))
   assert resumed['metrics'] == full['metrics']
-  assert _losses(part) == _losses(tmp_path / 'full')
+  assert sft_losses(part) == sft_losses(tmp_path / 'full')
 
 
-def test_binary_smoke_and_bad_config(tmp_path):
+@pytest.mark.slow
+def test_binary_smoke_and_bad_config(tmp_path, repo_root):
   env = dict(os.environ, JAX_PLATFORMS='cpu')
   env.pop('XLA_FLAGS', None)
   cmd = [sys.executable, '-m', 'launch.train',
          '--config=launch/configs/smoke.py', f'--workdir={tmp_path / "w"}']
-  out = subprocess.run(cmd, cwd=conftest.REPO_ROOT, env=env,
+  out = subprocess.run(cmd, cwd=repo_root, env=env,
                        capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-2000:]
   results = json.loads((tmp_path / 'w' / 'results.json').read_text())
@@ -141,20 +117,20 @@ def test_binary_smoke_and_bad_config(tmp_path):
   assert '| sft | test |' in out.stdout
   # The run re-evaluates and recommends from its own work directory.
   ev = subprocess.run([sys.executable, '-m', 'launch.evaluate',
-                       f'--workdir={tmp_path / "w"}'], cwd=conftest.REPO_ROOT,
+                       f'--workdir={tmp_path / "w"}'], cwd=repo_root,
                       env=env, capture_output=True, text=True, timeout=300)
   assert ev.returncode == 0, ev.stderr[-2000:]
   again = json.loads((tmp_path / 'w' / 'eval_sft_beam20.json').read_text())
   assert again['metrics'] == results['metrics']['sft']
   rec = subprocess.run([sys.executable, '-m', 'launch.recommend',
                         f'--workdir={tmp_path / "w"}', '--user=3',
-                        '--top_k=5'], cwd=conftest.REPO_ROOT, env=env,
+                        '--top_k=5'], cwd=repo_root, env=env,
                        capture_output=True, text=True, timeout=300)
   assert rec.returncode == 0, rec.stderr[-2000:]
   assert rec.stdout.count('Toy item') == 5 + 5   # history tail + top 5
   bad = subprocess.run(cmd[:-1] + [f'--workdir={tmp_path / "b"}',
                                    '--config.model.num_heads=3'],
-                       cwd=conftest.REPO_ROOT, env=env, capture_output=True,
+                       cwd=repo_root, env=env, capture_output=True,
                        text=True, timeout=300)
   assert bad.returncode == 1
   assert bad.stderr.strip().splitlines()[-1] == (
@@ -163,9 +139,9 @@ def test_binary_smoke_and_bad_config(tmp_path):
   assert not (tmp_path / 'b').exists()
 
 
-def test_colliding_index_is_rejected(tmp_path):
+def test_colliding_index_is_rejected(tmp_path, repo_root, smoke_config):
   import shutil  # pylint: disable=g-import-not-at-top
-  src = conftest.REPO_ROOT / 'testdata' / 'synthetic'
+  src = repo_root / 'testdata' / 'synthetic'
   for name in ('toy.inter.json', 'toy.item.json'):
     shutil.copy(src / name, tmp_path / name)
   index = json.loads((src / 'toy.index.json').read_text())
@@ -174,12 +150,12 @@ def test_colliding_index_is_rejected(tmp_path):
   paths = {'data.dir': str(tmp_path),
            'data.index': str(tmp_path / 'toy.index.json')}
   with pytest.raises(errors.ConfigError, match='2 items share an SID'):
-    experiment.load_experiment(_smoke_config(**paths))
+    experiment.load_experiment(smoke_config(**paths))
   with pytest.raises(errors.ConfigError, match='sid_collisions'):
-    _smoke_config(**paths, **{'data.sid_collisions': 'bogus'})
+    smoke_config(**paths, **{'data.sid_collisions': 'bogus'})
   # TIGER's remedy: one more level, so both items stay distinct and reachable.
   exp = experiment.load_experiment(
-      _smoke_config(**paths, **{'data.sid_collisions': 'extra_level'}))
+      smoke_config(**paths, **{'data.sid_collisions': 'extra_level'}))
   original = exp.dataset.sids
   assert exp.codes.shape == (original.shape[0], original.shape[1] + 1)
   np.testing.assert_array_equal(exp.codes[:, :-1], original)

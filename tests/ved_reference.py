@@ -1,4 +1,5 @@
-"""A toy policy/value model and a plain-Python VED, for property tests.
+"""Reference implementation (not a test module): a toy policy/value model
+and a plain-Python VED, which tests/ved_test.py compares the jitted search to.
 
 The toy model's logits and value are a fixed function of the node's SID
 prefix, so the reference can query it for any prefix without caches. The

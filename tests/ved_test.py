@@ -72,6 +72,7 @@ def test_matches_python_reference(seed, last_level):
       assert bool(cands.evaluated[b, g]) == evaluated
 
 
+@pytest.mark.slow
 def test_invariants_budget_valid_distinct():
   sids = _random_catalogue(7, 200, 3, 8)
   trie = trie_lib.build_trie(sids, vocab_size=8)
@@ -102,6 +103,7 @@ def test_single_child_and_tied_values_no_nan():
   assert (np.asarray(tree.cost) <= 10).all()
 
 
+@pytest.mark.slow
 def test_batch_elements_independent():
   # Each user has its own toy policy; user b's tree must not depend on the
   # other users: the same user keys in a batch of 1 give the same tree.
