@@ -1,5 +1,6 @@
 """Per-user ranks, the paired bootstrap and `launch.compare`."""
 import collections
+import dataclasses
 import json
 import math
 import subprocess
@@ -247,11 +248,15 @@ def test_runs_write_ranks_and_ce_control_starts_from_init(tmp_path,
     for m in ('hr@1', 'ndcg@10', 'ndcg@20'):
       assert (user_ranks.per_user_metric(ranks.rank, m).mean() ==
               base['metrics']['sft'][split][m])
-  ce = loop.train_and_evaluate(smoke_config(**{
+  ce_config = smoke_config(**{
       'init_from': str(tmp_path / 'sft'), 'data.fresh_windows': 1,
       'sft.train_on': 'rl_prompts', 'sft.batch_size': 8,
-      'sft.learning_rate': 0.0, 'sft.num_steps': 2, 'sft.eval_every': 2}),
-                               str(tmp_path / 'ce'))
+      'sft.num_steps': 2, 'sft.eval_every': 2})
+  # Learning rate 0 (config.sft.learning_rate must be > 0 in a run's flags):
+  # two steps that must not move the parameters off the initial run.
+  ce_config = dataclasses.replace(
+      ce_config, sft=dataclasses.replace(ce_config.sft, learning_rate=0.0))
+  ce = loop.train_and_evaluate(ce_config, str(tmp_path / 'ce'))
   assert ce['metrics'] == base['metrics']
   delta = paired.compare([user_ranks.resolve(str(tmp_path / 'ce'))],
                          [folder]).deltas[0]

@@ -185,7 +185,8 @@ def test_evaluator_output_shapes_are_checked():
     out = evaluator(params, rng_key, inputs)
     return out.replace(logits=jnp.pad(out.logits, ((0, 0), (0, 0), (0, 1))))
 
-  cfg = search.VedConfig(budget=12, init_beam=2, num_candidates=3)
+  cfg = search.VedConfig(budget=12, init_beam=2, num_candidates=3,
+                         lam=0.1, beta=1.0, temperature=1.0)
   for bad in (bad_value, bad_vocab):
     with pytest.raises(AssertionError):
       search.ved_search(bad, None, jax.random.key(0), None, trie=trie,
