@@ -53,3 +53,20 @@ def random_catalogue(rng: np.random.Generator, vocab_size: int,
           for _ in range(draws)}
   sids = np.array(sorted(rows), np.int32)
   return sids, trie_lib.build_trie(sids, vocab_size=vocab_size)
+
+
+def smoke_dict(**overrides):
+  """launch/configs/smoke.py's ConfigDict with absolute data paths and
+  `overrides` ({'sft.batch_size': 8, ...})."""
+  from launch.configs import smoke  # pylint: disable=g-import-not-at-top
+  config = smoke.get_config()
+  config.data.dir = str(REPO_ROOT / config.data.dir)
+  config.data.index = str(REPO_ROOT / config.data.index)
+  with config.unlocked():
+    for key, value in overrides.items():
+      node = config
+      *path, leaf = key.split('.')
+      for p in path:
+        node = node[p]
+      node[leaf] = value
+  return config

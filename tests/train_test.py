@@ -10,7 +10,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from launch.configs import smoke
 from tests import conftest
 from vstar_jax import errors
 from vstar_jax import checkpointing
@@ -22,23 +21,8 @@ from vstar_jax.train import sft
 from vstar_jax.train import state as state_lib
 
 
-def _smoke_dict(**overrides):
-  """The smoke ConfigDict with absolute data paths and `overrides`."""
-  config = smoke.get_config()
-  config.data.dir = str(conftest.REPO_ROOT / config.data.dir)
-  config.data.index = str(conftest.REPO_ROOT / config.data.index)
-  with config.unlocked():
-    for key, value in overrides.items():
-      node = config
-      *path, leaf = key.split('.')
-      for p in path:
-        node = node[p]
-      node[leaf] = value
-  return config
-
-
 def _smoke_config(**overrides) -> config_lib.RunConfig:
-  return config_lib.parse(_smoke_dict(**overrides))
+  return config_lib.parse(conftest.smoke_dict(**overrides))
 
 
 @pytest.fixture(scope='module')
