@@ -70,35 +70,29 @@ def _log_rows(workdir):
     return [json.loads(line) for line in f]
 
 
-@pytest.mark.parametrize('mesh', MESHES)
-def test_sft_four_steps_per_call_equal_one(tmp_path, mesh):
-  one, one_traces, _ = _train_stage(tmp_path / 'n1', 'sft', **SFT,
-                                    **MESHES[mesh], steps_per_call=1)
-  four, four_traces, summary = _train_stage(
-      tmp_path / 'n4', 'sft', **SFT, **MESHES[mesh], steps_per_call=4)
-  assert summary['steps'] == 8
-  assert (one_traces, four_traces) == (1, 1)
-  chex.assert_trees_all_close(four, one, rtol=1e-5, atol=1e-6)
-  # Logged means of the same per-step metrics at the same steps.
-  rows = {r['step']: r for r in _log_rows(tmp_path / 'n4') if 'sft/loss' in r}
-  ref = {r['step']: r for r in _log_rows(tmp_path / 'n1') if 'sft/loss' in r}
-  assert sorted(rows) == sorted(ref) == [4, 8]
-  for step in rows:
-    np.testing.assert_allclose(rows[step]['sft/loss'], ref[step]['sft/loss'],
-                               rtol=1e-5)
+# (stage, overrides, steps run, traces of the N=4 run: calls of 4 and of 1).
+STAGES = {'sft': (SFT, 8, 1), 'rl': (RL, 9, 2)}
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize('mesh', MESHES)
-def test_rl_four_steps_per_call_equal_one(tmp_path, mesh):
-  one, one_traces, _ = _train_stage(tmp_path / 'n1', 'rl', **RL,
+@pytest.mark.parametrize('name', [
+    'sft', pytest.param('rl', marks=pytest.mark.slow)])
+def test_four_steps_per_call_equal_one(tmp_path, name, mesh):
+  overrides, steps, traces = STAGES[name]
+  one, one_traces, _ = _train_stage(tmp_path / 'n1', name, **overrides,
                                     **MESHES[mesh], steps_per_call=1)
   four, four_traces, summary = _train_stage(
-      tmp_path / 'n4', 'rl', **RL, **MESHES[mesh], steps_per_call=4)
-  assert summary['steps'] == 9
-  # Calls of 4 and of 1: each traced once.
-  assert (one_traces, four_traces) == (1, 2)
+      tmp_path / 'n4', name, **overrides, **MESHES[mesh], steps_per_call=4)
+  assert summary['steps'] == steps
+  assert (one_traces, four_traces) == (1, traces)   # once per call size
   chex.assert_trees_all_close(four, one, rtol=1e-4, atol=1e-6)
+  # The logged means of the same per-step metrics, at the same steps.
+  loss = f'{name}/loss'
+  logged = lambda run: {r['step']: r[loss] for r in _log_rows(tmp_path / run)
+                        if loss in r}
+  assert sorted(logged('n4')) == sorted(logged('n1')) == sorted({4, 8, steps})
+  for step, value in logged('n4').items():
+    np.testing.assert_allclose(value, logged('n1')[step], rtol=1e-4)
 
 
 def test_resume_mid_run_with_four_steps_per_call(tmp_path):
