@@ -159,11 +159,12 @@ def _rl_setup(num_levels: int) -> suites.RlSetup:
   config = scientific.get_config()
   config.rl.step_weights = ((0.2, 0.3, 0.5, 1.0) if num_levels == 4 else
                             (1.0,) * num_levels)
-  rollouts = {}
-  for kind in _ROLLOUTS.value:
-    config.rollout.kind = kind
-    cfg = config_lib.parse(config)
-    rollouts[kind] = config_lib.rollout_config(cfg, num_levels)
+  cfg = config_lib.parse(config)
+  rollouts = {
+      kind: config_lib.rollout_config(
+          dataclasses.replace(cfg, rollout=dataclasses.replace(
+              cfg.rollout, kind=kind)), num_levels)
+      for kind in _ROLLOUTS.value}
   return suites.RlSetup(
       rl_config=config_lib.rl_config(cfg), rollout_configs=rollouts,
       learning_rate=cfg.rl.learning_rate,

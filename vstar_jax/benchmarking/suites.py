@@ -337,16 +337,29 @@ def _fused_runner(step, holder, frozen, consts, examples, iterator,
 
 
 def _steps_per_call_rows(name, make, batch_size, settings):
-  """One row per N: time per call and per step of `make()`'s step."""
-  rows = []
-  for n in settings.steps_per_call:
+  """One row per N: time per call and per step of `make()`'s step.
+
+  The N values take turns (one call of each per round, after a warm-up
+  round), so a shared machine's changing load hits them alike.
+  """
+  ns = settings.steps_per_call
+  runners = {}
+  for n in ns:
     step, state, frozen, consts, examples, iterator = make()
     compile_s, run, next_chunk = _fused_runner(
         step, [state], frozen, consts, examples, iterator, n)
-    chunks = [next_chunk() for _ in range(settings.fused_repeats + 1)]
-    t = timing.time_calls(lambda i, run=run, chunks=chunks: run(
-        *chunks[i + 1]), num_calls=settings.fused_repeats,
-                          compile_s=compile_s)
+    runners[n] = (compile_s, run, [next_chunk() for _ in range(
+        settings.fused_repeats + 1)])
+  times = {n: [] for n in ns}
+  for i in range(-1, settings.fused_repeats):
+    for n, (_, run, chunks) in runners.items():
+      start = time.perf_counter()
+      jax.block_until_ready(run(*chunks[i + 1]))
+      if i >= 0:
+        times[n].append(time.perf_counter() - start)
+  rows = []
+  for n in ns:
+    t = timing.Timing(compile_s=runners[n][0], times_s=tuple(times[n]))
     rows.append(dict(t.to_json(), step=name, steps_per_call=n,
                      batch_size=batch_size, step_s=t.median_s / n,
                      examples_per_s=batch_size * n / t.median_s))
