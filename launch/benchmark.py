@@ -9,7 +9,9 @@ decode: users/s of trie-constrained beam search (beam 10 and 50) on
   leave-one-out test histories, against the unconstrained search, a host
   dict-trie reference and the FLOP floor.
 train: SFT step examples/s and FLOP/s as a fraction of the matmul peak, with
-  ablations (--ablations=false to skip them).
+  ablations (--ablations=false to skip them); the SFT and RL (beam and VED
+  rollouts) steps at N = --steps_per_call steps per jitted call, and one
+  whole SFT epoch end to end at N=1 and the best N (--epoch).
 
 Prints a Markdown table and writes the JSON (with the machine description)
 and the same table as a .md beside it. The measuring code lives in
@@ -27,6 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from launch.configs import common
+from launch.configs import scientific
+from vstar_jax import config as config_lib
 from vstar_jax import errors
 from vstar_jax import data
 from vstar_jax.bench import flops
@@ -83,6 +87,18 @@ _MATMUL_SIZE = flags.DEFINE_integer('matmul_size', 2048,
                                     'n of the n^3 peak-FLOP/s matmul.',
                                     lower_bound=1)
 _SEED = flags.DEFINE_integer('seed', 0, 'Parameter and shuffle seed.')
+_STEPS_PER_CALL = flags.DEFINE_list(
+    'steps_per_call', ['1', '8', '64', '256'],
+    'train: N steps per jitted call (the N column; empty: none).')
+_FUSED_REPEATS = flags.DEFINE_integer(
+    'fused_repeats', 3, 'train: timed calls per N.', lower_bound=1)
+_RL_BATCH_SIZE = flags.DEFINE_integer('rl_batch_size', 64,
+                                      'train: RL prompts per step.',
+                                      lower_bound=1)
+_ROLLOUTS = flags.DEFINE_list('rollouts', ['beam', 'ved'],
+                              'train: RL rollout kinds of the N column.')
+_EPOCH = flags.DEFINE_bool('epoch', True, 'train: time one whole SFT epoch '
+                           'at the first N and the best N.')
 # Suite ved: rollouts of a trained run at equal decoder-token budgets.
 _WORKDIR = flags.DEFINE_string('workdir', None, 'ved: a launch.train run.')
 _STAGE = flags.DEFINE_string('stage', 'sft', 'ved: checkpoint stage.')
@@ -137,6 +153,24 @@ def _load():
   return ds, split, trie_lib.build_trie(ds.sids)
 
 
+def _rl_setup(num_levels: int) -> suites.RlSetup:
+  """RL objective and rollouts of launch/configs/scientific.py (one step
+  weight per level: the beauty config's L=4 weights, else equal ones)."""
+  config = scientific.get_config()
+  config.rl.step_weights = ((0.2, 0.3, 0.5, 1.0) if num_levels == 4 else
+                            (1.0,) * num_levels)
+  cfg = config_lib.parse(config)
+  rollouts = {
+      kind: config_lib.rollout_config(
+          dataclasses.replace(cfg, rollout=dataclasses.replace(
+              cfg.rollout, kind=kind)), num_levels)
+      for kind in _ROLLOUTS.value}
+  return suites.RlSetup(
+      rl_config=config_lib.rl_config(cfg), rollout_configs=rollouts,
+      learning_rate=cfg.rl.learning_rate,
+      value_learning_rate=cfg.rl.value_learning_rate)
+
+
 def _run() -> dict:
   out = pathlib.Path(_OUT.value)
   if out.suffix != '.json':
@@ -145,6 +179,11 @@ def _run() -> dict:
     if dtype not in ('float32', 'bfloat16'):
       raise _UsageError(f'--dtypes: float32 or bfloat16, got {dtype!r}')
   beam_widths = _int_list('beam_widths', _BEAM_WIDTHS.value)
+  steps_per_call = (_int_list('steps_per_call', _STEPS_PER_CALL.value)
+                    if _STEPS_PER_CALL.value else ())
+  for kind in _ROLLOUTS.value:
+    if kind not in ('beam', 'ved', 'sample'):
+      raise _UsageError(f'--rollouts: beam, ved or sample, got {kind!r}')
   if _WIDTH.value % _NUM_HEADS.value:
     raise _UsageError(f'--width={_WIDTH.value} is not divisible by '
                       f'--num_heads={_NUM_HEADS.value}')
@@ -183,9 +222,17 @@ def _run() -> dict:
       settings = suites.TrainSettings(
           batch_size=_BATCH_SIZE.value, num_repeats=_NUM_REPEATS.value,
           dtypes=tuple(_DTYPES.value), ablations=_ABLATIONS.value,
-          profile=_profile(), seed=_SEED.value)
+          profile=_profile(), seed=_SEED.value,
+          steps_per_call=steps_per_call,
+          fused_repeats=_FUSED_REPEATS.value,
+          rl_batch_size=_RL_BATCH_SIZE.value,
+          rollouts=tuple(_ROLLOUTS.value), epoch=_EPOCH.value)
       result = suites.run_train_suite(cfg, trie, split.train,
                                       settings=settings, peak_flops=peak)
+      if settings.steps_per_call:
+        result.update(suites.run_steps_per_call_suite(
+            cfg, trie, split.train, settings=settings,
+            rl=_rl_setup(trie.num_levels)))
       setup += (f', batch {settings.batch_size} training windows, dropout '
                 f'{cfg.dropout_rate}')
     # Again at the end: a shared machine's load may have changed meanwhile.

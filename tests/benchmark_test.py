@@ -38,7 +38,7 @@ def _run(*args):
   env = dict(os.environ, JAX_PLATFORMS='cpu')
   return subprocess.run(
       [sys.executable, '-m', 'launch.benchmark', *args], cwd=REPO, env=env,
-      capture_output=True, text=True, timeout=120, check=False)
+      capture_output=True, text=True, timeout=300, check=False)
 
 
 def _check_common(result, out, stdout):
@@ -97,7 +97,8 @@ def test_train_suite(tmp_path):
   out = tmp_path / 'sub' / 'train.json'
   proc = _run('--suite=train', f'--out={out}', '--batch_size=8',
               '--ablations=false', '--dropout_rate=0', '--profile=false',
-              *TOY)
+              '--steps_per_call=1,3', '--fused_repeats=1',
+              '--rl_batch_size=4', '--rollouts=beam', *TOY)
   assert proc.returncode == 0, proc.stderr
   result = json.loads(out.read_text())
   _check_common(result, out, proc.stdout)
@@ -109,6 +110,18 @@ def test_train_suite(tmp_path):
   assert row['time_by_category'] is None
   (target,) = result['targets']
   assert target['bound'] == 0.25
+  # The N column: SFT and RL at 1 and 3 steps per call.
+  fused = result['steps_per_call']
+  assert [(r['step'], r['steps_per_call']) for r in fused] == [
+      ('sft', 1), ('sft', 3), ('rl_beam', 1), ('rl_beam', 3)]
+  for r in fused:
+    assert r['examples_per_s'] > 0
+    np.testing.assert_allclose(r['step_s'] * r['steps_per_call'],
+                               r['median_s'])
+  # A whole epoch (135 windows: 16 batches of 8) at N=1 and the best N.
+  assert [e['steps'] for e in result['epoch']] in ([16], [16, 16])
+  assert result['epoch'][0]['steps_per_call'] == 1
+  assert '| rl_beam | 4 | 3 |' in out.with_suffix('.md').read_text()
 
 
 @pytest.mark.slow

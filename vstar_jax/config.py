@@ -222,6 +222,7 @@ class RunConfig:
   init_from: str = _field()
   log_every: int = _field(at_least(1))
   stop_after_steps: int = _field(at_least(0))
+  steps_per_call: int = _field(at_least(1))  # N steps per jitted dispatch
   embedding_cache_dir: str = _field()
   ablation: str = _field()                   # a label (launch/configs/ablation)
   data: DataConfig = _field()
@@ -381,6 +382,26 @@ def _check_cross_fields(cfg: RunConfig) -> None:
     raise errors.ConfigError(
         f'config.stages={cfg.stages!r}: config.model.kind={m.kind!r} has no '
         "SID policy for RL (expected 'sid')")
+  _check_cadences(cfg)
+
+
+def _check_cadences(cfg: RunConfig) -> None:
+  """Logging, evaluation, checkpoints and stops happen between dispatches
+  of steps_per_call steps, so their cadences must be multiples of it (only
+  the stages this run executes are checked; 0 means 'off' where allowed)."""
+  n = cfg.steps_per_call
+  fields = {'log_every': cfg.log_every,
+            'stop_after_steps': cfg.stop_after_steps,
+            'checkpoint.every_steps': cfg.checkpoint.every_steps}
+  for stage in cfg.stage_list:
+    settings = getattr(cfg, stage)
+    fields[f'{stage}.eval_every'] = settings.eval_every
+    fields[f'{stage}.num_steps'] = settings.num_steps
+  for name, value in fields.items():
+    if value % n:
+      raise errors.ConfigError(
+          f'config.{name}={value} is not a multiple of '
+          f'config.steps_per_call={n}')
 
 
 def check_levels(cfg: RunConfig, num_levels: int) -> None:

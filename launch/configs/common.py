@@ -39,6 +39,12 @@ def base_config() -> ml_collections.ConfigDict:
   # > 0: stop after this many optimizer steps in this invocation, with a
   # checkpoint (job time limits, resume tests); rerun to continue.
   config.stop_after_steps = 0
+  # Optimizer steps per jitted call (a lax.scan over batches already on the
+  # device). Logging, evaluation, checkpoints and preemption are handled
+  # between calls, so log_every, *.eval_every, *.num_steps,
+  # checkpoint.every_steps and stop_after_steps must be multiples of it.
+  # 1 on CPU (compute-bound: results/benchmarks/train_cpu.md).
+  config.steps_per_call = 1
   # A label only (results.json), set by launch/configs/ablation.py.
   config.ablation = ''
 

@@ -121,7 +121,36 @@ def train_markdown(result: dict) -> str:
             'network as written.']
   lines += _breakdown({f'{r["variant"]} {r["dtype"]}': r['time_by_category']
                        for r in result['rows']})
+  lines += _steps_per_call_table(result)
   return '\n'.join(lines + _targets(result)) + '\n'
+
+
+def _steps_per_call_table(result: dict) -> list[str]:
+  """N steps per jitted call (train/fused.py), and whole-epoch timings."""
+  rows = result.get('steps_per_call')
+  if not rows:
+    return []
+  lines = ['', 'Steps per jitted call N (a lax.scan over batches gathered on '
+           'the device; float32; median of the timed calls):', '',
+           '| step | batch | N | compile (s) | call median (s) | per step (ms) '
+           '| examples/s | vs first N |',
+           '| --- | --- | --- | --- | --- | --- | --- | --- |']
+  for r in rows:
+    lines.append(
+        f'| {r["step"]} | {r["batch_size"]} | {r["steps_per_call"]} | '
+        f'{r["compile_s"]:.1f} | {r["median_s"]:.4f} | '
+        f'{r["step_s"] * 1e3:.2f} | {r["examples_per_s"]:,.0f} | '
+        f'{r["speedup_vs_first"]:.2f}x |')
+  if result.get('epoch'):
+    lines += ['', 'One whole SFT epoch end to end (host index hand-over '
+              'included, compilation excluded):', '',
+              '| N | steps | examples | seconds | examples/s |',
+              '| --- | --- | --- | --- | --- |']
+    for e in result['epoch']:
+      lines.append(f'| {e["steps_per_call"]} | {e["steps"]} | '
+                   f'{e["examples"]:,} | {e["seconds"]:.1f} | '
+                   f'{e["examples_per_s"]:,.0f} |')
+  return lines
 
 
 VED_COLUMNS = (

@@ -5,7 +5,9 @@ decode: users/s of our jitted trie-constrained beam search, against the same
   search unconstrained, over a sparse (CSR) last trie level, against a host dict-trie reference (`host_beam`), and
   against the FLOP floor (analytic FLOPs / measured matmul FLOP/s).
 train: SFT steps: examples/s and achieved FLOP/s as a fraction of the
-  matmul peak, with optional ablations that show where the time goes.
+  matmul peak, with optional ablations that show where the time goes; the
+  SFT and RL steps at N steps per jitted call (train/fused.py), and a whole
+  SFT epoch end to end through the same calls.
 
 Every timed call gets its own batch of real examples (placed on device
 before timing); warm-up and compilation are excluded from the medians and
@@ -13,6 +15,7 @@ compile time is reported apart.
 """
 import dataclasses
 import functools
+import time
 
 import jax
 import numpy as np
@@ -25,7 +28,10 @@ from vstar_jax.data import pipeline
 from vstar_jax.data import splits
 from vstar_jax.decoding import beam
 from vstar_jax.models import policy
+from vstar_jax.rl import rollout as rollout_lib
+from vstar_jax.rl import step as rl_step_lib
 from vstar_jax.sid import trie as trie_lib
+from vstar_jax.train import fused
 from vstar_jax.train import sft
 from vstar_jax.train import state as state_lib
 
@@ -55,6 +61,20 @@ class TrainSettings:
   ablations: bool = True
   profile: bool = True          # op-time breakdown of the SFT steps
   seed: int = 0
+  steps_per_call: tuple[int, ...] = (1, 8, 64, 256)   # N column
+  fused_repeats: int = 3        # timed calls per N
+  rl_batch_size: int = 64       # prompts per RL step
+  rollouts: tuple[str, ...] = ('beam', 'ved')
+  epoch: bool = True            # a whole SFT epoch at N=1 and the best N
+
+
+@dataclasses.dataclass(frozen=True)
+class RlSetup:
+  """What the RL step needs besides the policy (train suite)."""
+  rl_config: rl_step_lib.RLConfig
+  rollout_configs: dict[str, rollout_lib.RolloutConfig]   # by kind
+  learning_rate: float
+  value_learning_rate: float
 
 
 def _user_batches(examples: splits.Examples, num_users: int,
@@ -311,3 +331,178 @@ def run_train_suite(cfg: policy.PolicyConfig, trie: trie_lib.PrefixTrie,
               r['analytic_peak_fraction'], '>=', MIN_TRAIN_PEAK_FRACTION)
       for r in rows if r['variant'] == 'sft_step']
   return {'rows': rows, 'targets': targets}
+
+
+def _fused_runner(step, holder, frozen, consts, examples, iterator,
+                  num_steps):
+  """jitted N-step calls of `step` over the examples on device.
+
+  `holder` is [state]; each call replaces the (donated) state in it.
+
+  Returns:
+    (compile_s, run(rows, valid) -> metrics that threads the state,
+    next_chunk() -> (rows [N, B], valid [N, B]) on device).
+  """
+  fn = jax.jit(fused.scan_steps(step, num_steps), donate_argnums=0)
+
+  def next_chunk():
+    rows, valid = zip(*(iterator.next_rows() for _ in range(num_steps)))
+    return jax.device_put((np.stack(rows), np.stack(valid)))
+
+  compiled, compile_s = timing.compile_timed(
+      fn, holder[0], frozen, examples, *next_chunk(), consts)
+
+  def run(rows, valid):
+    holder[0], metrics = compiled(holder[0], frozen, examples, rows, valid,
+                                  consts)
+    return metrics
+  return compile_s, run, next_chunk
+
+
+def _steps_per_call_rows(name, make, batch_size, settings):
+  """One row per N: time per call and per step of `make()`'s step.
+
+  The N values take turns (one call of each per round, after a warm-up
+  round), so a shared machine's changing load hits them alike.
+  """
+  ns = settings.steps_per_call
+  runners = {}
+  for n in ns:
+    step, state, frozen, consts, examples, iterator = make()
+    compile_s, run, next_chunk = _fused_runner(
+        step, [state], frozen, consts, examples, iterator, n)
+    runners[n] = (compile_s, run, [next_chunk() for _ in range(
+        settings.fused_repeats + 1)])
+  times = {n: [] for n in ns}
+  for i in range(-1, settings.fused_repeats):
+    for n, (_, run, chunks) in runners.items():
+      start = time.perf_counter()
+      jax.block_until_ready(run(*chunks[i + 1]))
+      if i >= 0:
+        times[n].append(time.perf_counter() - start)
+  rows = []
+  for n in ns:
+    t = timing.Timing(compile_s=runners[n][0], times_s=tuple(times[n]))
+    rows.append(dict(t.to_json(), step=name, steps_per_call=n,
+                     batch_size=batch_size, step_s=t.median_s / n,
+                     examples_per_s=batch_size * n / t.median_s))
+  for row in rows:
+    row['speedup_vs_first'] = rows[0]['step_s'] / row['step_s']
+  return rows
+
+
+def _sft_maker(cfg, trie, examples, settings):
+  net = policy.PolicyValueNet(cfg)
+  tx = state_lib.make_optimizer(
+      learning_rate=1e-3, total_steps=10_000, warmup_steps=100,
+      weight_decay=0.01, grad_clip=1.0)
+  sft_step = sft.make_sft_step(net)
+  dev_examples = jax.device_put(dataclasses.asdict(examples))
+  consts = {'trie': trie, 'key': jax.random.key(settings.seed)}
+
+  def make():
+    params = jax.jit(policy.init_params, static_argnums=0)(
+        cfg, jax.random.key(settings.seed))
+    state = jax.jit(state_lib.TrainState.create, static_argnums=1)(
+        params, tx)
+    iterator = pipeline.BatchIterator(
+        examples, batch_size=settings.batch_size, seed=settings.seed,
+        shuffle=True, drop_remainder=True)
+    step = lambda state, _, batch, c: sft_step(state, batch, c['trie'],
+                                               c['key'])
+    return step, state, {}, consts, dev_examples, iterator
+  return make
+
+
+def _rl_maker(cfg, trie, examples, rl: RlSetup, kind, settings):
+  net = policy.PolicyValueNet(cfg)
+  rl_step = rl_step_lib.make_rl_step(net, rl.rollout_configs[kind],
+                                     rl.rl_config)
+  tx = state_lib.make_rl_optimizer(
+      policy_lr=rl.learning_rate, value_lr=rl.value_learning_rate,
+      total_steps=10_000, warmup_steps=10, value_warmup_steps=0,
+      weight_decay=0.0, grad_clip=0.3,
+      param_labels=rl_step_lib.value_param_label)
+  num_items = trie.codes.shape[0]
+  emb = np.random.default_rng(settings.seed).normal(
+      size=(num_items, 32)).astype(np.float32)
+  emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+  dev_examples = jax.device_put(dataclasses.asdict(examples))
+  consts = {'trie': trie, 'item_emb': jax.device_put(emb),
+            'key': jax.random.key(settings.seed)}
+
+  def make():
+    params = jax.jit(policy.init_params, static_argnums=0)(
+        cfg, jax.random.key(settings.seed))
+    reference = jax.tree_util.tree_map(lambda x: x.copy(), params)
+    state = jax.jit(state_lib.TrainState.create, static_argnums=1)(
+        params, tx)
+    iterator = pipeline.BatchIterator(
+        examples, batch_size=settings.rl_batch_size, seed=settings.seed,
+        shuffle=True, drop_remainder=True)
+    step = lambda state, frozen, batch, c: rl_step(
+        state, frozen['reference'], batch, c['trie'], c['item_emb'],
+        c['key'])
+    return step, state, {'reference': reference}, consts, dev_examples, (
+        iterator)
+  return make
+
+
+def _epoch_end_to_end(make, steps_per_call, settings) -> dict:
+  """One whole epoch through N-step calls, host index hand-over included
+  (compilation excluded: a call of the same shapes is compiled first)."""
+  step, state, frozen, consts, examples, iterator = make()
+  batches = iterator.batches_per_epoch
+  n = steps_per_call
+  holder = [state]
+  compile_s, run, next_chunk = _fused_runner(
+      step, holder, frozen, consts, examples, iterator, n)
+  single = None
+  if batches % n:
+    _, single, next_single = _fused_runner(
+        step, holder, frozen, consts, examples, iterator, 1)
+  iterator.restore({'epoch': 0, 'batch_in_epoch': 0})
+  start = time.perf_counter()
+  done, metrics = 0, None
+  while done + n <= batches:
+    metrics = run(*next_chunk())
+    done += n
+  while done < batches:      # the epoch's tail, one step per call
+    metrics = single(*next_single())
+    done += 1
+  jax.block_until_ready(metrics)
+  seconds = time.perf_counter() - start
+  return {'steps_per_call': n, 'steps': batches,
+          'examples': batches * settings.batch_size, 'seconds': seconds,
+          'examples_per_s': batches * settings.batch_size / seconds,
+          'compile_s': compile_s}
+
+
+def run_steps_per_call_suite(cfg: policy.PolicyConfig,
+                             trie: trie_lib.PrefixTrie,
+                             examples: splits.Examples, *,
+                             settings: TrainSettings, rl: RlSetup) -> dict:
+  """SFT and RL steps at N steps per jitted call (settings.steps_per_call).
+
+  Every N gets a fresh state; each timed call runs N steps on its own
+  chunk of batches (indices placed on device before timing). With
+  settings.epoch, a whole SFT epoch runs end to end at the first N and at
+  the N with the highest SFT examples/s.
+
+  Returns:
+    {'steps_per_call': rows (step, N, time per call and per step,
+    examples/s), 'epoch': [...] or None}.
+  """
+  sft_make = _sft_maker(cfg, trie, examples, settings)
+  rows = _steps_per_call_rows('sft', sft_make, settings.batch_size, settings)
+  for kind in settings.rollouts:
+    rows += _steps_per_call_rows(
+        f'rl_{kind}', _rl_maker(cfg, trie, examples, rl, kind, settings),
+        settings.rl_batch_size, settings)
+  epoch = None
+  if settings.epoch:
+    sft_rows = [r for r in rows if r['step'] == 'sft']
+    best = max(sft_rows, key=lambda r: r['examples_per_s'])['steps_per_call']
+    epoch = [_epoch_end_to_end(sft_make, n, settings)
+             for n in dict.fromkeys((sft_rows[0]['steps_per_call'], best))]
+  return {'steps_per_call': rows, 'epoch': epoch}

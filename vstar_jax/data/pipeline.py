@@ -35,6 +35,50 @@ def epoch_order(num_examples: int, *, seed: int, epoch: int,
   return rng.permutation(num_examples).astype(np.int64)
 
 
+Rows = tuple[np.ndarray, np.ndarray]
+
+
+def batch_rows(num_examples: int, *, batch_size: int, seed: int, epoch: int,
+               shuffle: bool, drop_remainder: bool, process_index: int = 0,
+               process_count: int = 1, start_batch: int = 0
+               ) -> Iterator[Rows]:
+  """Yields which examples make up this process's part of every batch.
+
+  The arguments are those of `batches` (with the number of examples M).
+
+  Yields:
+    (rows [b] int32 example indices, valid [b] bool) with b = B // P; an
+    invalid row (padding) repeats an example from the start of the epoch.
+  """
+  _check_sharding(batch_size, process_index, process_count)
+  total = num_batches(num_examples, batch_size=batch_size,
+                      drop_remainder=drop_remainder)
+  if not 0 <= start_batch <= total:
+    raise ValueError(f'start_batch {start_batch} outside [0, {total}]')
+  if num_examples == 0:
+    return
+  order = epoch_order(num_examples, seed=seed, epoch=epoch, shuffle=shuffle)
+  local = batch_size // process_count
+  lo = process_index * local
+  for b in range(start_batch, total):
+    rows = np.arange(b * batch_size + lo, b * batch_size + lo + local)
+    valid = rows < num_examples
+    yield order[np.where(valid, rows, rows % num_examples)].astype(
+        np.int32), valid
+
+
+def take(examples: splits.Examples, rows: Rows) -> Batch:
+  """The batch of `batch_rows`' (rows, valid) (see `batches`)."""
+  idx, valid = rows
+  return {
+      'history': examples.history[idx],
+      'history_mask': examples.history_mask[idx],
+      'target': examples.target[idx],
+      'user': examples.user[idx],
+      'example_mask': valid,
+  }
+
+
 def batches(examples: splits.Examples, *, batch_size: int, seed: int,
             epoch: int, shuffle: bool, drop_remainder: bool,
             process_index: int = 0, process_count: int = 1,
@@ -57,33 +101,19 @@ def batches(examples: splits.Examples, *, batch_size: int, seed: int,
     bool, 'target' [b] int32, 'user' [b] int32, 'example_mask' [b] bool
     (False for padding rows).
   """
-  _check_sharding(batch_size, process_index, process_count)
-  num = len(examples)
-  total = num_batches(num, batch_size=batch_size,
-                      drop_remainder=drop_remainder)
-  if not 0 <= start_batch <= total:
-    raise ValueError(f'start_batch {start_batch} outside [0, {total}]')
-  if num == 0:
-    return
-  order = epoch_order(num, seed=seed, epoch=epoch, shuffle=shuffle)
-  local = batch_size // process_count
-  lo = process_index * local
-  for b in range(start_batch, total):
-    rows = np.arange(b * batch_size + lo, b * batch_size + lo + local)
-    valid = rows < num
-    idx = order[np.where(valid, rows, rows % num)]
-    yield {
-        'history': examples.history[idx],
-        'history_mask': examples.history_mask[idx],
-        'target': examples.target[idx],
-        'user': examples.user[idx],
-        'example_mask': valid,
-    }
+  for rows in batch_rows(
+      len(examples), batch_size=batch_size, seed=seed, epoch=epoch,
+      shuffle=shuffle, drop_remainder=drop_remainder,
+      process_index=process_index, process_count=process_count,
+      start_batch=start_batch):
+    yield take(examples, rows)
 
 
 class BatchIterator:
   """Endless epoch-after-epoch batches with a JSON-serialisable position.
 
+  `next_rows()` gives the next batch as example indices (`batch_rows`), for
+  callers that keep the examples on the device; `next()` gives the batch.
   `state()` is {'epoch': e, 'batch_in_epoch': b}: the next batch is batch b of
   epoch e. Restoring that dict into an iterator built with the same arguments
   continues with exactly the batches the saved one would have produced.
@@ -120,15 +150,19 @@ class BatchIterator:
   def __iter__(self) -> 'BatchIterator':
     return self
 
-  def __next__(self) -> Batch:
+  def next_rows(self) -> Rows:
+    """(rows [b] int32, valid [b] bool) of the next batch; see batch_rows."""
     if self._batch == self.batches_per_epoch:
       self._epoch, self._batch, self._it = self._epoch + 1, 0, None
     if self._it is None:
-      self._it = batches(self._examples, epoch=self._epoch,
-                         start_batch=self._batch, **self._kwargs)
-    batch = next(self._it)
+      self._it = batch_rows(len(self._examples), epoch=self._epoch,
+                            start_batch=self._batch, **self._kwargs)
+    rows = next(self._it)
     self._batch += 1
-    return batch
+    return rows
+
+  def __next__(self) -> Batch:
+    return take(self._examples, self.next_rows())
 
 
 def _check_sharding(batch_size: int, process_index: int,

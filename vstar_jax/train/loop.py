@@ -1,9 +1,12 @@
 """Host training loop: the stages of a run, then the final evaluation.
 
-One jitted step per stage; metrics stay on device between log steps (no host
-sync in the hot loop); checkpoints hold the TrainState plus the data position,
-best-so-far and early-stopping counters, so a resumed run replays the
-uninterrupted one exactly (per-step keys are fold_in(base_key, step)).
+Each jitted call runs config.steps_per_call steps (train/fused.py: a
+lax.scan over batches gathered on the device); metrics stay on device between
+log steps (no host sync in the hot loop); logging, validation, checkpoints
+and preemption are handled between calls. Checkpoints hold the TrainState
+plus the data position, best-so-far and early-stopping counters, so a
+resumed run replays the uninterrupted one exactly (per-step keys are
+fold_in(base_key, step)).
 
 `train_and_evaluate` checks the config against the devices and the data
 before it writes anything, builds each stage (`sft_stage`, `rl_stage`) and
@@ -33,6 +36,7 @@ from vstar_jax.models import policy
 from vstar_jax.rl import item_embeddings
 from vstar_jax.rl import step as rl_step_lib
 from vstar_jax.train import evaluation
+from vstar_jax.train import fused
 from vstar_jax.train import preemption
 from vstar_jax.train import recommender
 from vstar_jax.train import state as state_lib
@@ -45,7 +49,10 @@ def run_keys(seed: int) -> dict[str, jax.Array]:
 
 
 def jit_sft_step(train_step, mesh: jax.sharding.Mesh, state_sharding):
-  """train_step(state, batch, trie, base_key) with explicit shardings."""
+  """train_step(state, batch, trie, base_key) with explicit shardings.
+
+  One step on a host batch (scale benchmark, parallel tests); the loop runs
+  steps through train/fused.py."""
   repl = parallel.replicated(mesh)
   return jax.jit(
       train_step,
@@ -58,6 +65,8 @@ def jit_sft_step(train_step, mesh: jax.sharding.Mesh, state_sharding):
 
 def jit_rl_step(rl_step, mesh: jax.sharding.Mesh, state_sharding):
   """rl_step(state, ref_params, batch, trie, item_emb, base_key), sharded.
+
+  One step on a host batch, like jit_sft_step.
 
   The reference parameters are sharded like the state's parameters.
   """
@@ -88,12 +97,14 @@ class _Throughput:
 
 
 def _mean_metrics(pending: list[dict[str, jax.Array]]) -> dict[str, float]:
+  """Per-step means of the calls' metrics (each entry [steps of the call])."""
   host = jax.device_get(pending)
-  out = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+  per_step = {k: np.concatenate([m[k] for m in host]) for k in host[0]}
+  out = {k: float(np.mean(v)) for k, v in per_step.items()}
   for k, v in out.items():
     if not np.isfinite(v):
       raise FloatingPointError(f'non-finite {k}={v} in the last '
-                               f'{len(host)} steps')
+                               f'{len(per_step[k])} steps')
   return out
 
 
@@ -120,8 +131,12 @@ class Stage:
     state: initial TrainState (replaced by the latest checkpoint if any).
     state_sharding: the state's shardings (pytree of NamedSharding).
     frozen: pytree saved with the state and passed to `step` unchanged
-      (e.g. the RL reference policy).
-    step: jitted step(state, frozen, batch) -> (state, metrics dict).
+      (e.g. the RL reference policy); sharded like `frozen_sharding`.
+    frozen_sharding: its shardings.
+    step: un-jitted step(state, frozen, batch, consts) -> (state, metrics
+      dict of scalars); the loop jits N of them per call (train/fused.py).
+    consts: replicated inputs of `step` (trie, base keys, ...).
+    examples: the training windows on the device (fused.device_examples).
     iterator: the stage's BatchIterator (its position is checkpointed).
     total_steps: optimizer steps of the stage.
   """
@@ -130,7 +145,10 @@ class Stage:
   state: Any
   state_sharding: Any
   frozen: Any
-  step: Callable[..., Any]
+  frozen_sharding: Any
+  step: fused.Step
+  consts: Any
+  examples: dict[str, jax.Array]
   iterator: pipeline.BatchIterator
   total_steps: int
 
@@ -192,12 +210,15 @@ def sft_stage(run: Run) -> Stage:
       run, lambda x: state_lib.TrainState.create(params_of(x), tx), start)
   logging.info('%s model parameters: %d', model.kind,
                policy.num_params(state.params))
-  step_fn = jit_sft_step(model.train_step, run.mesh, state_sharding)
-  trie, dropout_key = run.exp.trie, _replicate(run.keys['dropout'], run.mesh)
+  consts = {'trie': run.exp.trie,
+            'key': _replicate(run.keys['dropout'], run.mesh)}
   return Stage(
       name='sft', settings=c, state=state, state_sharding=state_sharding,
-      frozen={},
-      step=lambda state, _, batch: step_fn(state, batch, trie, dropout_key),
+      frozen={}, frozen_sharding={},
+      step=lambda state, _, batch, k: model.train_step(
+          state, batch, k['trie'], k['key']),
+      consts=consts,
+      examples=fused.device_examples(run.exp.split.train, run.mesh),
       iterator=iterator, total_steps=total_steps)
 
 
@@ -222,18 +243,24 @@ def rl_stage(run: Run, init_params) -> Stage:
       run, lambda params: state_lib.TrainState.create(params, tx),
       init_params)
   reference = jax.device_put(reference, state_sharding.params)
-  step_fn = jit_rl_step(rl_step_lib.make_rl_step(
+  rl_step = rl_step_lib.make_rl_step(
       run.model.net, config_lib.rollout_config(cfg, run.exp.num_levels),
-      config_lib.rl_config(cfg)), run.mesh, state_sharding)
-  item_emb = _replicate(item_embeddings.load_item_embeddings(
-      c.item_embeddings, run.exp.dataset, cfg.embedding_cache_dir), run.mesh)
-  trie = run.exp.trie
-  rollout_key = _replicate(run.keys['rollout'], run.mesh)
+      config_lib.rl_config(cfg))
+  consts = {
+      'trie': run.exp.trie,
+      'item_emb': _replicate(item_embeddings.load_item_embeddings(
+          c.item_embeddings, run.exp.dataset, cfg.embedding_cache_dir),
+                             run.mesh),
+      'key': _replicate(run.keys['rollout'], run.mesh)}
   return Stage(
       name='rl', settings=c, state=state, state_sharding=state_sharding,
       frozen={'reference': reference},
-      step=lambda state, frozen, batch: step_fn(
-          state, frozen['reference'], batch, trie, item_emb, rollout_key),
+      frozen_sharding={'reference': state_sharding.params},
+      step=lambda state, frozen, batch, k: rl_step(
+          state, frozen['reference'], batch, k['trie'], k['item_emb'],
+          k['key']),
+      consts=consts,
+      examples=fused.device_examples(run.exp.split.train, run.mesh),
       iterator=iterator, total_steps=total_steps)
 
 
@@ -270,6 +297,33 @@ class _Validation:
       logging.info('%s: early stop at step %d (best %.4f at step %d)',
                    self.name, step_num, meta['best'], meta['best_step'])
       meta['stopped'] = True
+
+
+class _StepCalls:
+  """The stage's jitted calls of N = config.steps_per_call steps, and of 1.
+
+  Calls of N start at multiples of N, so every cadence (a multiple of N,
+  config.py checks) falls between calls; single steps fill the rest (the
+  tail of an epoch-based stage, a resume from a step that N does not
+  divide). Each call size is jitted (and traced) once, when first needed.
+  """
+
+  def __init__(self, run: Run, stage: Stage):
+    self.n = run.config.steps_per_call
+    self.run, self.stage, self.jitted = run, stage, {}
+
+  def size(self, step_num: int, end: int) -> int:
+    """Steps of the call that starts at `step_num` (the stage stops at end)."""
+    fits = step_num % self.n == 0 and step_num + self.n <= end
+    return self.n if fits else 1
+
+  def __call__(self, n: int) -> Callable[..., Any]:
+    if n not in self.jitted:
+      stage = self.stage
+      self.jitted[n] = fused.jit_steps(
+          stage.step, n, self.run.mesh, stage.state_sharding,
+          stage.frozen_sharding)
+    return self.jitted[n]
 
 
 def run_stage(run: Run, stage: Stage) -> tuple[Any, dict[str, Any]]:
@@ -310,13 +364,17 @@ def run_stage(run: Run, stage: Stage) -> tuple[Any, dict[str, Any]]:
   t_start = time.perf_counter() - meta['train_time_s']
   stop_at = (start_step + cfg.stop_after_steps
              if cfg.stop_after_steps > 0 else total_steps)
+  end = min(total_steps, stop_at)
+  calls = _StepCalls(run, stage)
   preempted = False
-  while step_num < min(total_steps, stop_at) and not meta['stopped']:
-    batch = parallel.global_batch(next(iterator), run.mesh)
+  while step_num < end and not meta['stopped']:
+    n = calls.size(step_num, end)
+    rows, valid = fused.next_rows(iterator, n, run.mesh)
     with jax.transfer_guard('disallow'):   # the hot loop: no implicit copies
-      state, metrics = stage.step(state, frozen, batch)
+      state, metrics = calls(n)(state, frozen, stage.examples, rows, valid,
+                                stage.consts)
     pending.append(metrics)
-    step_num += 1
+    step_num += n
     if step_num % cfg.log_every == 0 or step_num == total_steps:
       scalars = _mean_metrics(pending)
       scalars.update(throughput(step_num))
