@@ -14,7 +14,6 @@ import pytest
 from vstar_jax.data import files
 from vstar_jax.eval import evaluate
 from vstar_jax.eval import paired
-from vstar_jax.eval import ranking
 from vstar_jax.eval import user_ranks
 from vstar_jax.train import loop
 

@@ -175,6 +175,7 @@ def _beam_step(k: int, **cfg_kwargs):
   return net, cfg, rl_step_lib.make_rl_step(net, rollout_cfg, cfg)
 
 
+@pytest.mark.slow   # compiles whole RL steps (rollout + K updates)
 def test_one_update_per_rollout_is_one_plain_update(setup):
   trie, params, emb, batch = setup
   b, key = batch(5), jax.random.key(7)
@@ -205,6 +206,7 @@ def test_one_update_per_rollout_is_one_plain_update(setup):
   assert float(metrics['ratio_dev']) == 0 and float(metrics['clip_frac']) == 0
 
 
+@pytest.mark.slow   # compiles whole RL steps (rollout + K updates)
 def test_second_update_on_a_rollout_moves_and_clips_the_ratio(setup):
   trie, params, emb, batch = setup
   key = jax.random.key(1)

@@ -1,4 +1,5 @@
 """Tests for vstar_jax.data.splits (leave-one-out and chronological)."""
+import dataclasses
 import json
 import pathlib
 import types
@@ -9,7 +10,6 @@ import pytest
 from vstar_jax import errors
 from vstar_jax.data import dataset as dataset_lib
 from vstar_jax.data import splits
-from vstar_jax import experiment
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PAD = splits.PAD_ITEM_IDX
@@ -254,27 +254,32 @@ def test_fresh_windows_errors(toy):
 
 
 @pytest.mark.parametrize('replay', [False, True])
-def test_ce_control_reads_the_rl_prompts(toy, replay):
+def test_ce_control_reads_the_rl_prompts(toy, smoke_config, replay):
   """stages=sft with sft.train_on='rl_prompts' draws RL's batches."""
-  from launch.configs import common  # pylint: disable=g-import-not-at-top
   from vstar_jax.train import loop   # pylint: disable=g-import-not-at-top
-  exp = types.SimpleNamespace(split=splits.leave_one_out_split(toy))
-  config = common.base_config()
-  config.data.fresh_windows = 2
-  config.rl.replay_sft_windows = replay
-  rl = loop.stage_examples(config, exp.split, 'rl')
+  split = splits.leave_one_out_split(toy)
+  config = smoke_config(**{
+      'data.fresh_windows': 2, 'rl.replay_sft_windows': replay,
+      'sft.batch_size': 16, 'rl.batch_size': 16})
+  rl = loop.stage_examples(config, split, 'rl')
   pool = sum(min(2, len(s) - 3) for s in toy.sequences)
-  assert len(rl) == (len(exp.split.train) if replay else pool)
-  config.sft.train_on = 'rl_prompts'
-  ce_batches = loop._stage_iterator(config, exp, 16, 'sft')
-  rl_batches = loop._stage_iterator(config, exp, 16, 'rl')
+  assert len(rl) == (len(split.train) if replay else pool)
+  # What the batch iterators read of a run: its config and split.
+  ce_run = types.SimpleNamespace(
+      config=dataclasses.replace(config, sft=dataclasses.replace(
+          config.sft, train_on='rl_prompts')),
+      exp=types.SimpleNamespace(split=split))
+  ce_batches = loop._iterator(ce_run, 'sft')
+  rl_batches = loop._iterator(ce_run, 'rl')
   for _ in range(2 * ce_batches.batches_per_epoch + 1):   # across epochs
     ce, prompts = next(ce_batches), next(rl_batches)
     for key in ce:
       np.testing.assert_array_equal(ce[key], prompts[key])
-  config.sft.train_on = 'sft_windows'
-  sft = loop.stage_examples(config, exp.split, 'sft')
-  assert len(sft) == len(exp.split.train) - pool
-  config.sft.train_on = 'fresh'
-  with pytest.raises(experiment.ConfigError, match='config.sft.train_on'):
-    loop.stage_examples(config, exp.split, 'sft')
+  sft = loop.stage_examples(config, split, 'sft')
+  assert config.sft.train_on == 'sft_windows'
+  assert len(sft) == len(split.train) - pool
+  # An unknown value (parse rejects it first) is a one-line ConfigError.
+  fresh = dataclasses.replace(config, sft=dataclasses.replace(
+      config.sft, train_on='fresh'))
+  with pytest.raises(errors.ConfigError, match='config.sft.train_on'):
+    loop.stage_examples(fresh, split, 'sft')
