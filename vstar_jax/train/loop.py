@@ -52,7 +52,8 @@ def jit_sft_step(train_step, mesh: jax.sharding.Mesh, state_sharding):
   """train_step(state, batch, trie, base_key) with explicit shardings.
 
   One step on a host batch (scale benchmark, parallel tests); the loop runs
-  steps through train/fused.py."""
+  steps through train/fused.py.
+  """
   repl = parallel.replicated(mesh)
   return jax.jit(
       train_step,
