@@ -315,7 +315,11 @@ def rollout_config(config, num_levels: int) -> rollout_lib.RolloutConfig:
       ved=search.VedConfig(
           budget=budget, init_beam=r.ved_init_beam,
           num_candidates=r.num_candidates, lam=r.ved_lambda,
-          beta=r.ved_beta, temperature=r.temperature))
+          beta=r.ved_beta, temperature=r.temperature,
+          evaluate_leaves=r.ved_evaluate_leaves, rank=r.ved_rank,
+          rank_weight=r.ved_rank_weight, selection=r.ved_selection,
+          normalize_depth=r.ved_normalize_depth,
+          nodes_per_iter=r.ved_nodes_per_iter))
   try:
     cfg.validate(num_levels)
   except ValueError as e:
