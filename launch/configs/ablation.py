@@ -14,8 +14,11 @@ default (the bundled MovieLens) and VARIANT one of
   vstar_superset  the same with the superset-of-beam VED chosen by the VED
                 benchmark (`search.PRESETS['superset']`: init beam B0 = G,
                 complete leaves scored from their parents' logits, log-prob
-                ranking); at the beam's budget its group is beam search's and
-                every token beyond it explores
+                ranking, mctx-style walk, 8 nodes per call); at the beam's
+                budget its group is beam search's and every token beyond it
+                explores, so at the shared budget below it rolls out exactly
+                what beam_sibling does; give every variant more tokens
+                (--config.rollout.beam_width=24 or 32) to let it explore
 
 "SFT only" is the SFT run itself. Every variant spends the same decoder-token
 budget per prompt: beam width 16 costs 1 + (L-1) 16 tokens and VED's budget
@@ -40,7 +43,7 @@ VARIANTS = {
 # PRESETS['superset'], with B0 = G).
 SUPERSET_VED = {
     'ved_evaluate_leaves': False, 'ved_rank': 'logp',
-    'ved_selection': 'tree', 'ved_normalize_depth': True,
+    'ved_selection': 'walk', 'ved_normalize_depth': True,
     'ved_nodes_per_iter': 8,
 }
 

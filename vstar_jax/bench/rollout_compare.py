@@ -36,12 +36,14 @@ from vstar_jax.rl import rollout as rollout_lib
 # name -> (preset, overrides of search.preset).
 VED_VARIANTS = {
     'ved_paper': ('paper', {}),
-    'ved_sup_logp_tree': ('superset', {}),
+    'ved_sup_logp_tree': ('superset', {'selection': 'tree'}),
     'ved_sup_logp_walk': ('superset', {'selection': 'walk'}),
-    'ved_sup_value_tree': ('superset', {'rank': 'value'}),
-    'ved_sup_mixed_tree': ('superset', {'rank': 'mixed'}),
-    'ved_sup_logp_tree_raw': ('superset', {'normalize_depth': False}),
-    'ved_sup_logp_tree_m1': ('superset', {'nodes_per_iter': 1}),
+    'ved_sup_value_tree': ('superset', {'rank': 'value', 'selection': 'tree'}),
+    'ved_sup_mixed_tree': ('superset', {'rank': 'mixed', 'selection': 'tree'}),
+    'ved_sup_logp_tree_raw': ('superset', {'normalize_depth': False,
+                                           'selection': 'tree'}),
+    'ved_sup_logp_tree_m1': ('superset', {'nodes_per_iter': 1,
+                                          'selection': 'tree'}),
 }
 METHODS = ('beam', 'sample') + tuple(VED_VARIANTS)
 
