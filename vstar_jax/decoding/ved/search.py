@@ -494,10 +494,13 @@ def completions(tree_u: DecodeTree, num_levels: int):
   return ok, logp, value
 
 
-def _best(primary: jax.Array, logp: jax.Array, k: int) -> jax.Array:
-  """Indices of the k best by (primary desc, logp desc, index asc). [P]."""
-  if primary is logp:
-    return jax.lax.top_k(logp, k)[1]
+def _best(primary: jax.Array, logp: jax.Array, k: int, *,
+          logp_breaks_ties: bool) -> jax.Array:
+  """Indices of the k best by primary desc, then (logp_breaks_ties) logp
+  desc, then index asc. [P]. A full sort only where ties by log-prob are
+  needed (rank='value' over completions, which share their parent's V)."""
+  if not logp_breaks_ties:
+    return jax.lax.top_k(primary, k)[1]
   return jnp.lexsort((-logp, -primary))[:k]
 
 
@@ -514,13 +517,15 @@ def _candidates_one(tree_u: DecodeTree, trie, cfg: VedConfig,
   num_leaves = is_leaf.sum()
   comp_ok, comp_logp, comp_value = completions(tree_u, num_levels)
   comp_logp, comp_value = comp_logp.reshape(-1), comp_value.reshape(-1)
+  by_value = not cfg.evaluate_leaves and cfg.rank == 'value'
   if cfg.evaluate_leaves:   # the paper's greedy fill, by log-prob
     comp_key = comp_logp
-  else:
-    comp_key = jnp.where(comp_ok.reshape(-1),
-                         rank_score(cfg, comp_logp, comp_value), -jnp.inf)
+  else:   # comp_logp is -inf off the pool, and so is logp + w * V
+    comp_key = rank_score(cfg, comp_logp, comp_value)
+    if by_value:
+      comp_key = jnp.where(comp_ok.reshape(-1), comp_key, -jnp.inf)
   k = min(g, comp_logp.shape[0])
-  comp_flat = _best(comp_key, comp_logp, k)
+  comp_flat = _best(comp_key, comp_logp, k, logp_breaks_ties=by_value)
   comp_top = comp_logp[comp_flat]
   if k < g:
     comp_top = jnp.pad(comp_top, (0, g - k), constant_values=-jnp.inf)
