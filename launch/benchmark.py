@@ -42,7 +42,7 @@ from vstar_jax.models import policy
 from vstar_jax import experiment
 from vstar_jax.data import files
 from vstar_jax.decoding import beam as beam_lib
-from vstar_jax.train import evaluation
+from vstar_jax.decoding.ved import search
 from vstar_jax.train import recommender
 from vstar_jax.sid import trie as trie_lib
 
@@ -111,8 +111,16 @@ _ROLLOUT_BATCH = flags.DEFINE_integer('rollout_batch', 64,
                                       'ved: prompts per call.', lower_bound=1)
 _GROUP = flags.DEFINE_integer('num_candidates', 16, 'ved: group size G.',
                               lower_bound=1)
-_INIT_BEAM = flags.DEFINE_integer('init_beam', 4, 'ved: VED init beam B0.',
-                                  lower_bound=1)
+_METHODS = flags.DEFINE_list(
+    'methods', list(rollout_compare.METHODS),
+    f'ved: rows per budget, of {list(rollout_compare.METHODS)}.')
+_PROMPTS = flags.DEFINE_enum(
+    'prompts', 'train', ['train', 'valid'],
+    'ved: prompts from the training windows (to choose a configuration) or '
+    'the validation split (to report it).')
+_NODES_PER_ITER = flags.DEFINE_integer(
+    'ved_nodes_per_iter', None, 'ved: m for every VED row (default: each '
+    'preset\'s).', lower_bound=1)
 _TEMPERATURE = flags.DEFINE_float('temperature', 1.0,
                                   'ved: sampling temperature.')
 _LAMBDA = flags.DEFINE_float('ved_lambda', None, 'ved: entropy weight lambda '
@@ -262,13 +270,19 @@ def _run_ved() -> tuple[dict, bytes]:
   num_levels = exp.num_levels
   budgets = (_int_list('budgets', _BUDGETS.value) if _BUDGETS.value else
              tuple(beam_lib.decode_cost(num_levels, w) for w in (16, 24, 32)))
+  unknown = sorted(set(_METHODS.value) - set(rollout_compare.METHODS))
+  if unknown:
+    raise _UsageError(f'--methods: unknown {unknown}; expected some of '
+                      f'{list(rollout_compare.METHODS)}')
   rng = np.random.default_rng(_SEED.value)
-  train = exp.split.train
-  rows_idx = np.sort(rng.permutation(len(train))[:_NUM_PROMPTS.value])
+  split = exp.split.train if _PROMPTS.value == 'train' else exp.split.valid
+  rows_idx = np.sort(rng.permutation(len(split))[:_NUM_PROMPTS.value])
   prompts = rollout_compare.Prompts(
-      history=train.history[rows_idx],
-      history_mask=train.history_mask[rows_idx],
-      target=train.target[rows_idx])
+      history=split.history[rows_idx],
+      history_mask=split.history_mask[rows_idx],
+      target=split.target[rows_idx])
+  ved_overrides = ({} if _NODES_PER_ITER.value is None else
+                   {'nodes_per_iter': _NODES_PER_ITER.value})
   lam = config.rollout.ved_lambda if _LAMBDA.value is None else _LAMBDA.value
   beta = config.rollout.ved_beta if _BETA.value is None else _BETA.value
   with machine.CpuShare() as share:
@@ -276,20 +290,26 @@ def _run_ved() -> tuple[dict, bytes]:
     try:
       rows = rollout_compare.compare(
           model.net, params, exp.trie, prompts, exp.long_tail,
-          budgets=budgets, num_candidates=_GROUP.value,
-          init_beam=_INIT_BEAM.value, temperature=_TEMPERATURE.value,
-          lam=lam, beta=beta,
-          batch_size=_ROLLOUT_BATCH.value, reward=config.rl.reward,
-          seed=_SEED.value)
+          budgets=budgets, methods=_METHODS.value,
+          num_candidates=_GROUP.value, temperature=_TEMPERATURE.value,
+          lam=lam, beta=beta, batch_size=_ROLLOUT_BATCH.value,
+          reward=config.rl.reward, seed=_SEED.value,
+          ved_overrides=ved_overrides)
     except ValueError as e:
       raise _UsageError(str(e)) from None
   result = {
       'suite': 'ved', 'rows': rows, 'workdir': _WORKDIR.value,
       'stage': _STAGE.value, 'dataset': exp.dataset.name,
       'num_levels': num_levels, 'group_size': _GROUP.value,
-      'init_beam': _INIT_BEAM.value, 'temperature': _TEMPERATURE.value,
+      'ved_variants': {m: rollout_compare.VED_VARIANTS[m]
+                       for m in _METHODS.value
+                       if m in rollout_compare.VED_VARIANTS},
+      'ved_presets': search.PRESETS, 'ved_overrides': ved_overrides,
+      'temperature': _TEMPERATURE.value,
       'ved_lambda': lam, 'ved_beta': beta,
-      'reward': config.rl.reward, 'prompts': 'training windows',
+      'reward': config.rl.reward,
+      'prompts': {'train': 'training windows',
+                  'valid': 'validation prompts'}[_PROMPTS.value],
       'command': ' '.join(['python -m launch.benchmark'] + sys.argv[1:]),
       'machine': description, 'cpu_other_share': share.other_share,
       'load_avg_after': machine.describe_machine()['load_avg_1_5_15']}

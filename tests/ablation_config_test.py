@@ -11,6 +11,8 @@ def test_variants_share_everything_but_the_switches(dataset):
              for v in ablation.VARIANTS}
   switches = {('rollout', 'kind'), ('rl', 'sibling_alpha'),
               ('rl', 'value_coef'), ('ablation',)}
+  switches |= {('rollout', k) for k in ablation.SUPERSET_VED}
+  switches.add(('rollout', 'ved_init_beam'))
   flat = {v: {k: val for k, val in _flatten(c.to_dict()).items()
               if k not in switches} for v, c in configs.items()}
   assert all(f == flat['vstar'] for f in flat.values())
@@ -24,6 +26,16 @@ def test_variants_share_everything_but_the_switches(dataset):
   assert configs['vstar'].rollout.kind == 'ved'
   assert configs['vstar'].rl.sibling_alpha > 0
   assert configs['vstar'].rl.value_coef > 0
+  # The superset VED is the chosen preset, with B0 = G; vstar stays paper.
+  from vstar_jax.decoding.ved import search  # pylint: disable=g-import-not-at-top
+  sup = configs['vstar_superset'].rollout
+  preset = search.preset('superset', budget=sup.ved_budget,
+                         num_candidates=sup.num_candidates)
+  assert sup.ved_init_beam == preset.init_beam == sup.num_candidates
+  for field, value in ablation.SUPERSET_VED.items():
+    assert getattr(preset, field[len('ved_'):]) == value
+  assert configs['vstar'].rollout.ved_evaluate_leaves
+  assert configs['vstar'].rollout.ved_rank == 'value'
 
 
 def test_unknown_variant():

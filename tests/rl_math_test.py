@@ -2,6 +2,7 @@
 import collections
 import functools
 import math
+import types
 
 from absl.testing import parameterized
 import chex
@@ -317,9 +318,16 @@ def test_ved_tree_stats_hand_computed():
       prefix=jnp.array([[0, 7, 8, 9, 8], [0, 1, 4, -1, -1]]),
       value=jnp.array([[0., .1, .9, .2, 5.], [0., 0., 0., 0., 0.]]),
       logp=jnp.array([[0., -1., -3., -2., -.1], [0., -1., -2., 0., 0.]]))
+  from vstar_jax.decoding.ved import search  # pylint: disable=g-import-not-at-top
+  trie = types.SimpleNamespace(num_levels=2)   # unused with leaf evaluation
   s = {k: float(v) for k, v in diagnostics.ved_tree_stats(
-      tree, jnp.array([8, 5]), num_levels=2, num_candidates=2).items()}
+      tree, jnp.array([8, 5]), trie,
+      search.VedConfig(budget=5, num_candidates=2)).items()}
   assert s['complete_leaves'] == (3 + 1) / 2
   assert s['target_in_tree'] == 0.5
   assert s['target_top_g_by_value'] == 0.5     # rank 0 of 3 by value
   assert s['target_top_g_by_logp'] == 0.0      # rank 2 of 3 by log-prob
+  # User 0 only: the target beats both others by value, neither by logp;
+  # by logp + V: 8 -> -2.1, 7 -> -0.9, 9 -> -1.8.
+  assert s['value_auc'] == 1.0 and s['logp_auc'] == 0.0
+  assert s['mixed_auc'] == 0.0

@@ -110,18 +110,26 @@ def test_compare_rollouts_at_equal_budget(setup):
   prompts = rollout_compare.Prompts(
       history=np.asarray(history), history_mask=np.asarray(mask),
       target=np.asarray(history[:, -1]))
+  methods = ('beam', 'sample', 'ved_sup_logp_tree', 'ved_sup_logp_walk',
+             'ved_sup_mixed_tree')
   rows = rollout_compare.compare(
-      net, params, trie, prompts, np.zeros(len(sids), bool), budgets=[13],
-      num_candidates=4, init_beam=2, temperature=1.0, lam=0.1, beta=1.0,
+      net, params, trie, prompts, np.zeros(len(sids), bool), budgets=[9, 13],
+      methods=methods, num_candidates=4, temperature=1.0, lam=0.1, beta=1.0,
       batch_size=3, reward='ranking', seed=0)
-  by_method = {r['method']: r for r in rows}
-  assert set(by_method) == {'ved', 'beam', 'sample'}
-  assert by_method['beam']['rollout_cost'] == 13      # width 6: 1 + 2 * 6
-  assert by_method['ved']['rollout_cost'] <= 13
-  ved = by_method['ved']
-  assert 0 < ved['complete_leaves'] <= 13
-  assert max(ved['target_top_g_by_value'],
-             ved['target_top_g_by_logp']) <= ved['target_in_tree']
+  by_method = {(r['method'], r['budget']): r for r in rows}
+  assert set(by_method) == {(m, b) for m in methods for b in (9, 13)}
+  assert by_method['beam', 13]['rollout_cost'] == 13   # width 6: 1 + 2 * 6
+  # At beam-4's budget the superset VED with log-prob ranking is beam-4.
+  sup = by_method['ved_sup_logp_tree', 9]
+  assert sup['found_outside_beam'] == sup['beam_found_lost'] == 0
+  assert sup['rollout_cost'] == 9 and sup['iterations'] == 0
+  for m in methods[2:]:
+    ved = by_method[m, 13]
+    assert ved['rollout_cost'] <= 13
+    assert 0 < ved['complete_leaves']
+    assert max(ved['target_top_g_by_value'], ved['target_top_g_by_logp'],
+               ved['target_top_g_by_mixed']) <= ved['target_in_tree']
+    assert 0 <= ved['value_auc'] <= 1
   for r in rows:
     assert 0 < r['unique_items'] <= 4
     assert 0 <= r['zero_adv_frac'] <= 1
@@ -129,5 +137,32 @@ def test_compare_rollouts_at_equal_budget(setup):
   # The budget must fit G candidates for beam and sampling.
   with pytest.raises(ValueError, match='width'):
     rollout_compare.rollout_config('beam', 5, num_levels=3, num_candidates=4,
-                                   init_beam=1, temperature=1., lam=.1,
-                                   beta=1.)
+                                   temperature=1., lam=.1, beta=1.)
+
+
+def test_superset_ved_at_beam_budget_is_beam_search(setup):
+  """B0 = G, no leaf evaluation, log-prob ranking: at beam-G's budget the
+  group is beam-G's (same items, same order); with more budget every
+  candidate's log-prob is at least that of beam-G's at the same rank."""
+  from vstar_jax.decoding import beam  # pylint: disable=g-import-not-at-top
+  sids, trie, params, history, mask = setup
+  net = policy.PolicyValueNet(CFG)
+  g = 4
+  want = beam.beam_candidates(net, params, trie, history, mask,
+                              beam_width=g, num_candidates=g)
+  for budget in (beam.decode_cost(3, g), 15, 24):
+    for selection in search.SELECTIONS:
+      cfg = search.preset('superset', budget=budget, num_candidates=g,
+                          selection=selection, nodes_per_iter=2)
+      cands, tree = jax.jit(functools.partial(
+          transformer.ved_decode, net, cfg=cfg))(
+              params, trie, jax.random.key(2), history, mask)
+      assert (np.asarray(cands.cost) <= budget).all()
+      if budget == beam.decode_cost(3, g):
+        np.testing.assert_array_equal(np.asarray(cands.items),
+                                      np.asarray(want.items))
+        assert (np.asarray(tree.iterations) == 0).all()
+      else:
+        assert (np.asarray(cands.cost) > beam.decode_cost(3, g)).all()
+        assert (np.asarray(cands.logp) >=
+                np.asarray(want.logp) - 1e-5).all()

@@ -1,4 +1,6 @@
 """VED: equality with the plain-Python reference, invariants, hand cases."""
+import dataclasses
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -139,7 +141,7 @@ def _toy_tree(values, entropies, depths, parents, visits, child_valid):
       visits=jnp.asarray(visits, jnp.int32),
       child_logp=jnp.asarray(child_logp, jnp.float32),
       child_idx=jnp.full((n, vocab), -1, jnp.int32), cache={},
-      cost=jnp.asarray(n, jnp.int32))
+      cost=jnp.asarray(n, jnp.int32), iterations=jnp.asarray(0, jnp.int32))
 
 
 def test_selection_and_gate_hand_computed():
@@ -195,5 +197,71 @@ def test_evaluator_output_shapes_are_checked():
 
 def test_budget_below_init_cost_is_an_error():
   with pytest.raises(ValueError, match='init beam cost'):
-    search.VedConfig(budget=10, init_beam=4, num_candidates=16, lam=0.1,
-                     beta=1.0, temperature=1.0).validate(3)
+    search.VedConfig(budget=10, init_beam=4).validate(3)
+  # Without leaf evaluation the init costs 1 + (L - 1) * B0 = 9.
+  search.VedConfig(budget=9, init_beam=4, evaluate_leaves=False).validate(3)
+  with pytest.raises(ValueError, match='rank'):
+    search.VedConfig(budget=30, rank='best').validate(3)
+  with pytest.raises(ValueError, match='preset'):
+    search.preset('fast', budget=20)
+
+
+@pytest.mark.parametrize('selection', search.SELECTIONS)
+@pytest.mark.parametrize('evaluate_leaves', [True, False])
+def test_batched_expansion_invariants(selection, evaluate_leaves):
+  """m nodes per iteration: within budget, valid distinct items, and the
+  same budget spent in fewer loop iterations than with m = 1."""
+  sids = _random_catalogue(7, 200, 3, 8)
+  trie = trie_lib.build_trie(sids, vocab_size=8)
+  sid_to_item = {tuple(s): i for i, s in enumerate(sids.tolist())}
+  iters = {}
+  for m in (1, 4):
+    cfg = search.VedConfig(budget=40, init_beam=4, num_candidates=8,
+                           evaluate_leaves=evaluate_leaves, rank='mixed',
+                           selection=selection, normalize_depth=True,
+                           nodes_per_iter=m)
+    cands, tree = _run(trie, cfg, jax.random.key(3), 5)
+    cost = np.asarray(cands.cost)
+    assert (cost <= cfg.budget).all()
+    assert (np.asarray(tree.live).sum(1) == cost).all()
+    if not evaluate_leaves:     # no evaluated node at depth L
+      assert not (np.asarray(tree.live) & (np.asarray(tree.depth) == 3)).any()
+    for b in range(5):
+      mask = np.asarray(cands.mask[b])
+      items = np.asarray(cands.items[b])[mask]
+      assert mask.all() and len(set(items.tolist())) == len(items)
+      for g in range(len(items)):
+        codes = tuple(np.asarray(cands.codes[b, g]).tolist())
+        assert sid_to_item[codes] == items[g]
+    explored = int(cost.max()) - cfg.init_cost(3)
+    iters[m] = int(tree.iterations[0])
+    assert iters[m] * m >= explored
+  assert iters[4] < iters[1]
+
+
+def test_walk_descends_by_u_and_stops_where_a_new_child_wins():
+  # Root (depth 0) -> a, b (depth 1); a -> d (depth 2, leaf level L=2).
+  # a has G 0.9 and is fully expanded except through d; b has G 0.1.
+  values = [0.0, 0.9, 0.1, 0.5]
+  depths = [0, 1, 1, 2]
+  parents = [-1, 0, 0, 1]
+  valid = np.zeros((4, 2), bool)
+  valid[0] = True                  # root: both children in the tree
+  valid[1] = [True, True]          # a: child 0 is d, child 1 unexpanded
+  valid[2] = [True, False]         # b: one unexpanded child
+  tree = _toy_tree(values, [0.] * 4, depths, parents, [4, 2, 1, 1], valid)
+  child_idx = np.full((4, 2), -1)
+  child_idx[0] = [1, 2]
+  child_idx[1, 0] = 3
+  tree = tree.replace(child_idx=jnp.asarray(child_idx, jnp.int32))
+  cfg = search.VedConfig(budget=10, lam=0., beta=0.1, selection='walk')
+  node, ok, _ = search._select_walk(tree, cfg, 2)
+  # Root has no unexpanded child: descend to a (0.9 + small bonus beats
+  # b's 0.1 + bonus); at a, a new child (valued 0.9, N = 0) beats d, whose
+  # subtree cannot expand. So the walk stops at a.
+  assert int(node) == 1 and bool(ok)
+  # With a large beta, b's bonus (N = 1) beats a's (N = 2): stop at b.
+  node, _, _ = search._select_walk(
+      tree.replace(visits=jnp.asarray([4, 30, 1, 1], jnp.int32)),
+      dataclasses.replace(cfg, beta=5.), 2)
+  assert int(node) == 2

@@ -167,6 +167,12 @@ class RolloutSettings:
   ved_budget: int = _field(at_least(0))      # > 0 overrides ved_kappa
   ved_lambda: float = _field(_finite)
   ved_beta: float = _field(at_least(0.0))
+  ved_evaluate_leaves: bool = _field()       # False: leaves from parents
+  ved_rank: str = _field(one_of(*search.RANKINGS))
+  ved_rank_weight: float = _field(_finite)   # w in 'mixed'
+  ved_selection: str = _field(one_of(*search.SELECTIONS))
+  ved_normalize_depth: bool = _field()
+  ved_nodes_per_iter: int = _field(at_least(1))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -463,7 +469,11 @@ def rollout_config(cfg: RunConfig,
       ved=search.VedConfig(
           budget=budget, init_beam=r.ved_init_beam,
           num_candidates=r.num_candidates, lam=r.ved_lambda,
-          beta=r.ved_beta, temperature=r.temperature))
+          beta=r.ved_beta, temperature=r.temperature,
+          evaluate_leaves=r.ved_evaluate_leaves, rank=r.ved_rank,
+          rank_weight=r.ved_rank_weight, selection=r.ved_selection,
+          normalize_depth=r.ved_normalize_depth,
+          nodes_per_iter=r.ved_nodes_per_iter))
   try:
     out.validate(num_levels)
   except ValueError as e:

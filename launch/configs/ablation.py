@@ -9,7 +9,16 @@ default (the bundled MovieLens) and VARIANT one of
   beam_grpo     beam rollouts (width 16, top-G) + GRPO (MiniOneRec style)
   beam_sibling  beam rollouts + GRPO + Sibling-GRPO
   ved_grpo      VED rollouts + GRPO (the value head trains to steer VED)
-  vstar         VED + GRPO + Sibling-GRPO + value: the full method
+  vstar         VED + GRPO + Sibling-GRPO + value: the full method, with VED
+                as we read the paper (`search.PRESETS['paper']`)
+  vstar_superset  the same with the superset-of-beam VED chosen by the VED
+                benchmark (`search.PRESETS['superset']`: init beam B0 = G,
+                complete leaves scored from their parents' logits, log-prob
+                ranking, mctx-style walk, 8 nodes per call); at the beam's
+                budget its group is beam search's and every token beyond it
+                explores, so at the shared budget below it rolls out exactly
+                what beam_sibling does; give every variant more tokens
+                (--config.rollout.beam_width=24 or 32) to let it explore
 
   ce            the control RL must beat (issue 12): plain CE (SFT) continued
                 from the same checkpoint on the same prompts, with RL's
@@ -42,6 +51,14 @@ VARIANTS = {
     'beam_sibling': ('beam', 1.0, 0.0),
     'ved_grpo': ('ved', 0.0, 0.5),
     'vstar': ('ved', 1.0, 0.5),
+    'vstar_superset': ('ved', 1.0, 0.5),
+}
+# config.rollout fields of the superset-of-beam VED (decoding/ved/search.py
+# PRESETS['superset'], with B0 = G).
+SUPERSET_VED = {
+    'ved_evaluate_leaves': False, 'ved_rank': 'logp',
+    'ved_selection': 'walk', 'ved_normalize_depth': True,
+    'ved_nodes_per_iter': 8,
 }
 
 
@@ -93,4 +110,7 @@ def get_config(arg: str = 'scientific,vstar'):
   config.rl.value_coef = value_coef
   num_levels = len(config.rl.step_weights)
   config.rollout.ved_budget = 1 + (num_levels - 1) * config.rollout.beam_width
+  if variant == 'vstar_superset':
+    config.rollout.ved_init_beam = config.rollout.num_candidates
+    config.rollout.update(SUPERSET_VED)
   return config

@@ -123,6 +123,13 @@ def base_config() -> ml_collections.ConfigDict:
   config.rollout.ved_budget = 0            # > 0 overrides kappa
   config.rollout.ved_lambda = 0.1          # entropy weight in G(s)
   config.rollout.ved_beta = 1.0            # UCB exploration weight
+  # VED switches (decoding/ved/search.py; these values are the paper's).
+  config.rollout.ved_evaluate_leaves = True  # leaves get their own V (cost 1)
+  config.rollout.ved_rank = 'value'        # 'value' | 'logp' | 'mixed'
+  config.rollout.ved_rank_weight = 1.0     # w in 'mixed': log-prob + w * V
+  config.rollout.ved_selection = 'tree'    # 'tree' (arg-max U) | 'walk'
+  config.rollout.ved_normalize_depth = False  # G as a z-score per depth
+  config.rollout.ved_nodes_per_iter = 1    # m nodes evaluated per iteration
 
   # V-STAR RL (spec sections 6-8).
   config.rl = ml_collections.ConfigDict()

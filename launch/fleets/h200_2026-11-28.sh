@@ -26,7 +26,8 @@ nvidia-cuda-mps-control -d || echo 'no MPS daemon'
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
 
 timeout 100 python3 -m launch.train --config=launch/configs/smoke.py \
-    --workdir=/tmp/gate --config.stages=sft,rl >"$OUT/gate.log" 2>&1 || {
+    --workdir=/tmp/gate --config.stages=sft,rl \
+    --config.rl.item_embeddings=gpu_data/toy_item_emb.npy >"$OUT/gate.log" 2>&1 || {
   echo "gate failed"; tail -40 "$OUT/gate.log"; exit 3; }
 echo "gate passed in $(( $(date +%s) - start )) s"
 

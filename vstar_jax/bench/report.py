@@ -158,12 +158,18 @@ VED_COLUMNS = (
     ('zero_adv_frac', 'all-zero adv.'), ('distinct_l1', 'distinct L1'),
     ('distinct_l2', 'distinct L2'), ('unique_items', 'unique items'),
     ('long_tail_share', 'long-tail share'), ('rollout_cost', 'tokens used'),
+    ('found_outside_beam', 'found outside beam-G'),
+    ('beam_found_lost', 'beam-G found, lost'),
+    ('value_auc', 'value AUC'), ('decoder_calls', 'decoder calls'),
     ('ms_per_prompt', 'ms / prompt'))
 VED_TREE_COLUMNS = (
-    ('complete_leaves', 'evaluated complete leaves'),
-    ('target_in_tree', 'target among them'),
-    ('target_top_g_by_value', 'target in top G by value (returned)'),
-    ('target_top_g_by_logp', 'target in top G by log-prob'))
+    ('complete_leaves', 'leaf pool'),
+    ('target_in_tree', 'target in pool'),
+    ('target_top_g_by_value', 'in top G by V'),
+    ('target_top_g_by_logp', 'in top G by log-prob'),
+    ('target_top_g_by_mixed', 'in top G by log-prob + wV'),
+    ('value_auc', 'AUC V'), ('logp_auc', 'AUC log-prob'),
+    ('mixed_auc', 'AUC log-prob + wV'), ('iterations', 'explore iterations'))
 
 
 def ved_markdown(result: dict) -> str:
@@ -173,8 +179,9 @@ def ved_markdown(result: dict) -> str:
       f"Command: `{result['command']}`", '',
       f"Run: `{result['workdir']}` ({result['stage']}), {result['dataset']}, "
       f"L={result['num_levels']}; {result['rows'][0]['prompts']} "
-      f"{result['prompts']}; G={result['group_size']}, VED B0="
-      f"{result['init_beam']}, lambda {result.get('ved_lambda')}, beta "
+      f"{result['prompts']}; G={result['group_size']}, VED variants "
+      f"{result.get('ved_variants')} over presets "
+      f"{result.get('ved_presets')}, lambda {result.get('ved_lambda')}, beta "
       f"{result.get('ved_beta')}, temperature {result['temperature']}, reward "
       f"{result['reward']}; other processes used "
       f"{100 * result['cpu_other_share']:.0f}% of the cores.", '',
@@ -186,13 +193,16 @@ def ved_markdown(result: dict) -> str:
                  ' | '.join(cells) + ' |')
   tree_rows = [r for r in result['rows'] if 'target_in_tree' in r]
   if tree_rows:
-    lines += ['', 'VED trees: where the target is lost (leaves = evaluated '
-              'depth-L nodes; the returned group adds greedy completions '
-              'when there are fewer than G).', '',
-              '| budget | ' + ' | '.join(c for _, c in VED_TREE_COLUMNS) +
-              ' |', '|' + '---|' * (1 + len(VED_TREE_COLUMNS))]
+    lines += ['', 'VED trees: where the target is lost (leaf pool = the '
+              'evaluated depth-L nodes, or without leaf evaluation every '
+              'valid child of an evaluated depth-(L-1) node, valued at its '
+              'parent; AUC over prompts whose pool holds the target, 0.5 = '
+              'chance).', '',
+              '| budget | method | ' +
+              ' | '.join(c for _, c in VED_TREE_COLUMNS) +
+              ' |', '|' + '---|' * (2 + len(VED_TREE_COLUMNS))]
     for row in tree_rows:
-      lines.append(f"| {row['budget']} | " + ' | '.join(
+      lines.append(f"| {row['budget']} | {row['method']} | " + ' | '.join(
           f'{row[k]:.3f}' for k, _ in VED_TREE_COLUMNS) + ' |')
   return '\n'.join(lines) + '\n'
 

@@ -5,7 +5,10 @@ Used by the RL step's logs and the rollout benchmark (`launch.benchmark
 The RL step's loss metrics are read from the same per-prompt values the loss
 is made of (rl.step.GroupLossParts), not recomputed.
 """
+import jax
 import jax.numpy as jnp
+
+from vstar_jax.decoding.ved import search
 
 
 def _distinct_per_row(keys, valid):
@@ -110,32 +113,54 @@ def loss_stats(parts, mask, weight, entropy, values, clip_eps: float):
   }
 
 
-def ved_tree_stats(tree, target, num_levels: int, num_candidates: int):
+def _target_auc(score, ok, hit):
+  """P(target scores above a non-target of the pool), ties 1/2. [P] -> []."""
+  target = jnp.max(jnp.where(hit, score, -jnp.inf))
+  others = ok & ~hit
+  below = jnp.sum(others & (score < target)) + 0.5 * jnp.sum(
+      others & (score == target))
+  return below / jnp.maximum(others.sum(), 1)
+
+
+def ved_tree_stats(tree, target, trie, cfg):
   """Where VED loses the target: the tree, or the choice of candidates.
+
+  The pool is what VED ranks its candidates among (`search.leaf_pool`):
+  the evaluated complete leaves, or, without leaf evaluation, every valid
+  child of an evaluated depth-(L-1) node valued at its parent.
 
   Args:
     tree: the final decoding.ved.tree.DecodeTree with [B, N] node fields.
     target: [B] target items.
-    num_levels: L.
-    num_candidates: G.
+    trie: PrefixTrie.
+    cfg: the search's VedConfig (G, leaf evaluation, ranking weight w).
 
   Returns:
-    Dict of scalars (means over prompts): complete_leaves (evaluated
-    depth-L nodes), target_in_tree (the target is one of them), and
-    target_top_g_by_value / target_top_g_by_logp (it is among the G best of
-    them by value, as VED returns them, or by path log-prob).
+    Dict of scalars (means over prompts): complete_leaves (pool size),
+    target_in_tree (the target is in the pool), target_top_g_by_value /
+    _by_logp / _by_mixed (it is among the G best of the pool by V, path
+    log-prob, or log-prob + w * V), value_auc / logp_auc / mixed_auc (AUC of
+    each score for the target against the rest of the pool, over prompts
+    whose pool holds the target and something else; 0.5 = chance), and
+    iterations (exploration loop iterations).
   """
-  leaf = tree.live & (tree.depth == num_levels)           # [B, N]
-  hit = leaf & (tree.prefix == target[:, None])
-  in_tree = hit.any(1)
-
-  def in_top_g(score):
-    score = jnp.where(leaf, score, -jnp.inf)
+  num_levels, g = trie.num_levels, cfg.num_candidates
+  items, logp, value, ok = jax.vmap(
+      lambda t: search.leaf_pool(t, trie, cfg, num_levels))(tree)   # [B, P]
+  hit = ok & (items == target[:, None])
+  in_pool = hit.any(1)
+  has_others = (ok & ~hit).any(1)
+  scored = in_pool & has_others
+  scores = {'value': value, 'logp': logp,
+            'mixed': logp + cfg.rank_weight * value}
+  out = {'complete_leaves': ok.sum(1).mean(), 'target_in_tree': in_pool.mean(),
+         'iterations': tree.iterations.mean()}
+  for name, score in scores.items():
+    score = jnp.where(ok, score, -jnp.inf)
     target_score = jnp.max(jnp.where(hit, score, -jnp.inf), 1)
     better = (score > target_score[:, None]).sum(1)
-    return (in_tree & (better < num_candidates)).mean()
-
-  return {'complete_leaves': leaf.sum(1).mean(),
-          'target_in_tree': in_tree.mean(),
-          'target_top_g_by_value': in_top_g(tree.value),
-          'target_top_g_by_logp': in_top_g(tree.logp)}
+    out[f'target_top_g_by_{name}'] = (in_pool & (better < g)).mean()
+    auc = jax.vmap(_target_auc)(score, ok, hit)
+    out[f'{name}_auc'] = jnp.sum(jnp.where(scored, auc, 0.)) / jnp.maximum(
+        scored.sum(), 1)
+  return out

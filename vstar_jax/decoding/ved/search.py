@@ -1,32 +1,53 @@
 """Value-Guided Efficient Decoding (VED, spec section 5, Eq. 10-14).
 
 Under a budget of `budget` decoder tokens per user (Eq. 10), VED builds a tree
-of evaluated SID prefixes and returns G candidate items:
+of evaluated SID prefixes and returns G candidate items. Every step below has
+a switch in `VedConfig`; `preset('paper', ...)` is our reading of the paper
+(checked against tests/ved_reference.py) and `preset('superset', ...)` the
+variant whose group contains beam search's before it explores.
 
-1. Init: a trie-constrained beam of width B0. Every node it keeps is
-   evaluated (root, then B0 per depth 1..L: cost 1 + L * B0), so every node,
-   complete leaves included, carries its own V, H, G = V + lambda * H (Eq. 11,
-   12) and N = 1.
-2. Explore, while budget remains: select the expandable node (one with
-   unexpanded trie-valid children) of maximum
-   U(s) = G(s) + beta * sqrt(ln(N_root + 1) / (N(s) + 1))   (Eq. 13).
-   Because Eq. 13 uses the root's count, U ranks nodes tree-wide, so the
-   selection is the arg-max over all expandable nodes.
-3. Gate (Eq. 14): expand s only if G(s) >= the mean G of the tree's nodes at
-   depth(s). If it passes, sample ONE unexpanded valid child from pi
-   restricted to those children (temperature tau), evaluate it (cost 1) and
-   add it with N = 1.
-4. Back up: N += 1 on s and its ancestors, whether or not the gate passed (a
-   gated-out node's bonus shrinks, so selection moves on); depth means are
-   recomputed from the tree.
-5. Candidates: the G best complete leaves by value (ties by log-prob). If
-   fewer exist, the rest are greedy completions of evaluated depth-(L-1)
-   nodes (their most probable unexpanded valid children, by path log-prob),
-   which need no evaluation, so the budget is never exceeded.
+1. Init: a trie-constrained beam of width B0 (`init_beam`). Every node it
+   keeps is evaluated and carries its own V, H, G = V + lambda * H (Eq. 11,
+   12) and N = 1. With `evaluate_leaves` (paper) the beam also evaluates its
+   B0 complete leaves; without it, depth L is never evaluated: a complete
+   item is scored from its depth-(L-1) parent's logits, as in beam search.
+   Cost, counted exactly in the tree (one slot per evaluated token):
+     evaluate_leaves:      1 + L * B0        (root, B0 per depth 1..L)
+     not evaluate_leaves:  1 + (L - 1) * B0  (= the cost of a width-B0 beam)
+   so with B0 = G and no leaf evaluation the init is beam search of width G.
+2. Explore, while budget remains. A node is expandable if it has
+   unexpanded trie-valid children and (without `evaluate_leaves`) depth
+   < L - 1: the children of a depth-(L-1) node are already known for free.
+   Priority G(s) = V(s) + lambda * H(s); with `normalize_depth` it is
+   replaced by its z-score among the live nodes of its depth (V has a
+   depth-dependent offset, H is largest near the root). Selection:
+     'tree' (paper reading of Eq. 13): the m = `nodes_per_iter` expandable
+       nodes of largest U(s) = G(s) + beta * sqrt(ln(N_root + 1) / (N(s) + 1))
+       over the whole tree; each gets one child.
+     'walk' (mctx-style): from the root, at each depth either descend to
+       the child c of largest G(c) + beta * sqrt(ln(N(s) + 1) / (N(c) + 1))
+       (children whose subtree can still expand), or stop at s if
+       expanding a new child scores higher; a new child is valued at its
+       parent's G (first-play urgency from the parent) with N = 0. The walk
+       expands up to m children of the node it stops at.
+3. Gate (Eq. 14): expand s only if G(s) >= the mean G of the tree's live
+   nodes at depth(s) (raw G; the same test as z-score >= 0). Children are
+   sampled without replacement from pi restricted to the unexpanded valid
+   children at temperature tau (Gumbel top-m; m = 1 is `categorical`), and
+   each costs 1 evaluation; the budget is never exceeded.
+4. Back up: N += 1 on every selected node and its ancestors, whether or not
+   the gate passed (a gated-out node's bonus shrinks, so selection moves on).
+5. Candidates: with `evaluate_leaves` the G best evaluated leaves by `rank`,
+   then, if fewer, greedy completions by log-prob (paper). Without it, the
+   pool is every valid child of an evaluated depth-(L-1) node, its value
+   taken from that parent, and the G best by `rank`. `rank`: 'value' (V,
+   ties by log-prob; the paper), 'logp' (path log-prob), 'mixed'
+   (log-prob + rank_weight * V).
 
-Each iteration of step 2-4 is one batched decoder call for all users (one
-token each); the tree bookkeeping is written for one user and vmapped. The
-loop is a `lax.while_loop` bounded by `max_iters`; nothing leaves the device.
+Each iteration of step 2-4 is one batched evaluator call on m nodes per
+user; a budget of N exploration tokens takes about N / m iterations. The tree
+bookkeeping is written for one user and vmapped. The loop is a
+`lax.while_loop` bounded by `max_iters`; nothing leaves the device.
 
 The model comes in through the mctx-style evaluator contract of
 `decoding.types`: a pure `evaluator(params, rng_key, EvaluatorInputs) ->
@@ -34,8 +55,8 @@ EvaluatorOutput` (logits [B, M, V], value [B, M], the nodes' caches), so the
 same search runs on the transformer (`decoding.transformer`) and on toy
 policies in tests. The search draws one evaluator key per call.
 
-Shapes: B users, M nodes evaluated per call, N node capacity (= budget),
-L levels, V codes, G candidates, B0 init beam width.
+Shapes: B users, M (= m) nodes evaluated per call, N node capacity
+(= budget), L levels, V codes, G candidates, B0 init beam width.
 """
 import dataclasses
 import functools
@@ -54,32 +75,76 @@ DecodeTree = tree_lib.DecodeTree
 _INIT_KEY_FOLD = 2**31 - 1   # fold_in data of the init's evaluator keys
 
 
+RANKINGS = ('value', 'logp', 'mixed')
+SELECTIONS = ('tree', 'walk')
+
+
 @dataclasses.dataclass(frozen=True)
 class VedConfig:
-  """Static VED settings."""
+  """Static VED settings; the defaults are the paper's reading."""
   budget: int                  # decoder tokens per user (Eq. 10)
-  init_beam: int               # B0
-  num_candidates: int          # G
-  lam: float                   # lambda, entropy weight in G (Eq. 11)
-  beta: float                  # UCB exploration weight (Eq. 13)
-  temperature: float           # tau for sampling the expanded child
-  # Loop bound = factor * (budget - init cost): an implementation safety
-  # margin, not a run setting.
-  max_iters_factor: int = 4
+  init_beam: int = 8           # B0
+  num_candidates: int = 16     # G
+  lam: float = 0.1             # lambda, entropy weight in G (Eq. 11)
+  beta: float = 1.0            # UCB exploration weight (Eq. 13)
+  temperature: float = 1.0     # tau for sampling the expanded children
+  max_iters_factor: int = 4    # loop bound = factor * (budget - init cost)
+  evaluate_leaves: bool = True  # complete leaves get their own V (cost 1)
+  rank: str = 'value'          # candidate ranking, one of RANKINGS
+  rank_weight: float = 1.0     # w in rank='mixed': log-prob + w * V
+  selection: str = 'tree'      # one of SELECTIONS
+  normalize_depth: bool = False  # G as a z-score within its depth
+  nodes_per_iter: int = 1      # m, nodes (tree) / children (walk) per call
 
   def init_cost(self, num_levels: int) -> int:
-    return 1 + num_levels * self.init_beam
+    evaluated_depths = num_levels if self.evaluate_leaves else num_levels - 1
+    return 1 + evaluated_depths * self.init_beam
+
+  def max_iters(self, num_levels: int) -> int:
+    return self.max_iters_factor * (self.budget - self.init_cost(num_levels))
 
   def validate(self, num_levels: int) -> None:
     if self.init_beam < 1 or self.num_candidates < 1:
       raise ValueError('ved.init_beam and ved.num_candidates must be >= 1')
     if self.budget < self.init_cost(num_levels):
+      depths = 'L' if self.evaluate_leaves else '(L - 1)'
       raise ValueError(
           f'ved.budget={self.budget} is below the init beam cost '
-          f'1 + L * B0 = {self.init_cost(num_levels)} (L={num_levels}, '
-          f'B0={self.init_beam})')
+          f'1 + {depths} * B0 = {self.init_cost(num_levels)} '
+          f'(L={num_levels}, B0={self.init_beam})')
     if self.temperature <= 0:
       raise ValueError('ved.temperature must be positive')
+    if self.rank not in RANKINGS:
+      raise ValueError(f'ved.rank={self.rank!r}: expected one of {RANKINGS}')
+    if self.selection not in SELECTIONS:
+      raise ValueError(f'ved.selection={self.selection!r}: expected one of '
+                       f'{SELECTIONS}')
+    if self.nodes_per_iter < 1:
+      raise ValueError('ved.nodes_per_iter must be >= 1')
+
+
+# Named settings (every field not listed keeps its VedConfig default).
+# 'superset': init beam B0 = G without leaf evaluation, so at the beam's
+# budget the group is beam search's and every extra token explores; the
+# ranking and selection are those the VED benchmark chose on training
+# prompts (WORKSPACE.md, "Superset-of-beam VED").
+PRESETS = {
+    'paper': dict(init_beam=8),
+    'superset': dict(init_beam=None, evaluate_leaves=False, rank='logp',
+                     selection='walk', normalize_depth=True,
+                     nodes_per_iter=8),
+}
+
+
+def preset(name: str, *, budget: int, num_candidates: int = 16,
+           **overrides) -> VedConfig:
+  """A named VedConfig; init_beam None in a preset means B0 = G."""
+  if name not in PRESETS:
+    raise ValueError(f'ved preset {name!r}: expected one of {sorted(PRESETS)}')
+  fields = dict(PRESETS[name], **overrides)
+  if fields.get('init_beam') is None:
+    fields['init_beam'] = num_candidates
+  return VedConfig(budget=budget, num_candidates=num_candidates, **fields)
 
 
 def restricted_entropy(child_logp: jax.Array) -> jax.Array:
@@ -152,6 +217,7 @@ def _insert(tree: DecodeTree, evaluate: Callable, trie, rng_key: jax.Array,
 
 
 # -- init: constrained beam of width B0, every kept node evaluated -----------
+# (depths 1..L, or 1..L-1 without leaf evaluation)
 
 def _init_tree(evaluate, trie, rng_key, cache_like, *, batch: int,
                cfg: VedConfig) -> DecodeTree:
@@ -168,7 +234,8 @@ def _init_tree(evaluate, trie, rng_key, cache_like, *, batch: int,
                  num_levels=num_levels)
   frontier = zeros                      # [B, F] slots of the last depth
   frontier_live = jnp.ones((batch, 1), bool)
-  for depth in range(1, num_levels + 1):
+  last_depth = num_levels if cfg.evaluate_leaves else num_levels - 1
+  for depth in range(1, last_depth + 1):
     f_logp = jnp.take_along_axis(tree.logp, frontier, 1)
     f_child = jnp.take_along_axis(tree.child_logp, frontier[..., None], 1)
     cand = jnp.where(frontier_live[..., None], f_logp[..., None] + f_child,
@@ -209,53 +276,159 @@ def priority(tree_u: DecodeTree, lam: float) -> jax.Array:
 def depth_means(tree_u: DecodeTree, prio: jax.Array, num_levels: int
                 ) -> jax.Array:
   """Mean G over live nodes at each depth. _unbatched_: -> [L + 1]."""
+  return _depth_moments(tree_u, prio, num_levels)[0]
+
+
+def _depth_moments(tree_u: DecodeTree, prio: jax.Array, num_levels: int):
+  """Mean and std of G over live nodes at each depth: ([L + 1], [L + 1])."""
   onehot = (tree_u.depth[:, None] == jnp.arange(num_levels + 1)[None]) & (
       tree_u.live[:, None])
-  total = jnp.sum(jnp.where(onehot, prio[:, None], 0.), 0)
-  return total / jnp.maximum(onehot.sum(0), 1)
+  count = jnp.maximum(onehot.sum(0), 1)
+  mean = jnp.sum(jnp.where(onehot, prio[:, None], 0.), 0) / count
+  var = jnp.sum(jnp.where(onehot, (prio[:, None] - mean[None]) ** 2, 0.),
+                0) / count
+  return mean, jnp.sqrt(var)
+
+
+def _expandable(tree_u: DecodeTree, cfg: VedConfig, num_levels: int):
+  """[N] bool: nodes whose expansion costs an evaluation. _unbatched_."""
+  can = _unexpanded_valid(tree_u).any(-1)
+  if not cfg.evaluate_leaves:   # a depth-(L-1) node's children are free
+    can &= tree_u.depth < num_levels - 1
+  return can
+
+
+def _scores(tree_u: DecodeTree, cfg: VedConfig, num_levels: int):
+  """(G or its per-depth z-score [N], gate pass [N]). _unbatched_."""
+  prio = priority(tree_u, cfg.lam)
+  mean, std = _depth_moments(tree_u, prio, num_levels)
+  mean, std = mean[tree_u.depth], std[tree_u.depth]
+  # Tolerance so that tied priorities (G == mean up to rounding) pass.
+  passes = prio >= mean - 1e-6 * jnp.maximum(1., jnp.abs(mean))
+  if cfg.normalize_depth:
+    prio = (prio - mean) / (std + 1e-6)
+  return prio, passes
+
+
+def _bonus(beta: float, n_parent, n_node):
+  return beta * jnp.sqrt(jnp.log(n_parent + 1.) / (n_node + 1.))
 
 
 def select_node(tree_u: DecodeTree, *, lam: float, beta: float,
                 num_levels: int):
-  """Selection and gate for one user.
+  """Tree-wide selection and gate of the paper preset, for one user.
 
   _unbatched_. Returns (node [] int32, expandable [] bool, passes [] bool).
   """
-  prio = priority(tree_u, lam)
-  n_root = tree_u.visits[DecodeTree.ROOT].astype(jnp.float32)
-  bonus = beta * jnp.sqrt(jnp.log(n_root + 1.) /
-                          (tree_u.visits.astype(jnp.float32) + 1.))
-  ucb = prio + bonus
-  expandable = _unexpanded_valid(tree_u).any(-1)
-  node = jnp.argmax(jnp.where(expandable, ucb, -jnp.inf)).astype(jnp.int32)
-  mean = depth_means(tree_u, prio, num_levels)[tree_u.depth[node]]
-  # Tolerance so that tied priorities (G == mean up to rounding) pass.
-  passes = prio[node] >= mean - 1e-6 * jnp.maximum(1., jnp.abs(mean))
-  return node, expandable.any(), passes
+  cfg = VedConfig(budget=1, lam=lam, beta=beta)
+  nodes, ok, passes = _select_tree(tree_u, cfg, num_levels)
+  return nodes[0], ok[0], passes[0]
 
 
-def _sample_child(tree_u: DecodeTree, node, rng_key, temperature: float):
-  """One unexpanded valid child code, from pi restricted to those. _unbatched_."""
+def _select_tree(tree_u: DecodeTree, cfg: VedConfig, num_levels: int):
+  """The m expandable nodes of largest U. _unbatched_: -> 3 x [m]."""
+  prio, passes = _scores(tree_u, cfg, num_levels)
+  visits = tree_u.visits.astype(jnp.float32)
+  ucb = prio + _bonus(cfg.beta, visits[DecodeTree.ROOT], visits)
+  masked = jnp.where(_expandable(tree_u, cfg, num_levels), ucb, -jnp.inf)
+  if cfg.nodes_per_iter == 1:
+    nodes = jnp.argmax(masked)[None]
+  else:
+    _, nodes = jax.lax.top_k(masked, min(cfg.nodes_per_iter, masked.shape[0]))
+  nodes = nodes.astype(jnp.int32)
+  return nodes, jnp.isfinite(masked[nodes]), passes[nodes]
+
+
+def _select_walk(tree_u: DecodeTree, cfg: VedConfig, num_levels: int):
+  """mctx-style descent from the root (step 2, 'walk'). _unbatched_.
+
+  Returns (node [] int32, expandable [] bool, passes [] bool).
+  """
+  prio, passes = _scores(tree_u, cfg, num_levels)
+  here = _expandable(tree_u, cfg, num_levels)
+  # Nodes with an expandable node in their subtree (themselves included).
+  paths = jax.vmap(tree_lib.path_nodes, (None, 0, None))(
+      tree_u.parent, jnp.arange(tree_u.num_nodes), num_levels + 1)
+  subtree = jnp.zeros_like(here).at[
+      jnp.where(here[:, None] & (paths >= 0), paths, tree_u.num_nodes)].set(
+          True, mode='drop')
+  visits = tree_u.visits.astype(jnp.float32)
+  node, done = jnp.int32(DecodeTree.ROOT), jnp.bool_(False)
+  for _ in range(num_levels):
+    kids = tree_u.child_idx[node]                                    # [V]
+    safe = jnp.maximum(kids, 0)
+    kid_u = jnp.where((kids >= 0) & subtree[safe],
+                      prio[safe] + _bonus(cfg.beta, visits[node],
+                                          visits[safe]), -jnp.inf)
+    best = jnp.argmax(kid_u)
+    new_u = jnp.where(here[node],
+                      prio[node] + _bonus(cfg.beta, visits[node], 0.),
+                      -jnp.inf)
+    descend = ~done & (kid_u[best] > new_u)
+    node = jnp.where(descend, kids[best], node)
+    done = ~descend
+  return node, here[node], passes[node]
+
+
+def _children_tree(tree_u: DecodeTree, nodes, rng_key, temperature: float):
+  """One sampled child per selected node: (codes [m], ok [m]). _unbatched_."""
+  keys = (rng_key[None] if nodes.shape[0] == 1 else
+          jax.random.split(rng_key, nodes.shape[0]))
+  allowed = _unexpanded_valid(tree_u)[nodes]                       # [m, V]
+  logits = jnp.where(allowed, tree_u.child_logp[nodes] / temperature,
+                     jnp.finfo(jnp.float32).min)
+  codes = jax.vmap(jax.random.categorical)(keys, logits).astype(jnp.int32)
+  return codes, allowed.any(-1)
+
+
+def _children_walk(tree_u: DecodeTree, node, rng_key, temperature: float,
+                   num: int):
+  """Up to `num` distinct children of one node, sampled without replacement
+  (Gumbel top-k; its first is `categorical`'s draw). _unbatched_: 2 x [m]."""
   allowed = _unexpanded_valid(tree_u)[node]
   logits = jnp.where(allowed, tree_u.child_logp[node] / temperature,
                      jnp.finfo(jnp.float32).min)
-  return jax.random.categorical(rng_key, logits).astype(jnp.int32)
+  noisy = logits + jax.random.gumbel(rng_key, logits.shape)
+  _, codes = jax.lax.top_k(noisy, num)
+  return codes.astype(jnp.int32), allowed[codes]
 
 
-def _backup(visits, parent, node, active, num_levels: int):
-  """N += 1 on node and its ancestors. _unbatched_."""
-  path = tree_lib.path_nodes(parent, node, num_levels + 1)
-  target = jnp.where((path >= 0) & active, path, visits.shape[0])
+def _backup(visits, parent, nodes, active, num_levels: int):
+  """N += 1 on each active node and its ancestors. _unbatched_: nodes [m]."""
+  paths = jax.vmap(tree_lib.path_nodes, (None, 0, None))(
+      parent, nodes, num_levels + 1)                            # [m, L + 1]
+  target = jnp.where((paths >= 0) & active[:, None], paths, visits.shape[0])
   return visits.at[target].add(1, mode='drop')
+
+
+def _select_and_pick(tree_u: DecodeTree, rng_key, cfg: VedConfig,
+                     num_levels: int):
+  """Selection plus children for one user: [m] parents, codes, flags.
+
+  Returns (parent, code, selected, passes, code_ok): `selected` marks the
+  entries whose parent counts as visited (each node once).
+  """
+  m = cfg.nodes_per_iter
+  if cfg.selection == 'tree':
+    nodes, ok, passes = _select_tree(tree_u, cfg, num_levels)
+    codes, code_ok = _children_tree(tree_u, nodes, rng_key, cfg.temperature)
+    return nodes, codes, ok, passes, ok & code_ok
+  node, ok, passes = _select_walk(tree_u, cfg, num_levels)
+  num = min(m, tree_u.vocab_size)
+  codes, code_ok = _children_walk(tree_u, node, rng_key, cfg.temperature,
+                                  num)
+  first = jnp.arange(num) == 0
+  return (jnp.full((num,), node), codes, ok & first, jnp.full((num,), passes),
+          ok & code_ok)
 
 
 def _explore(tree: DecodeTree, evaluate, trie, rng_key, *, cfg: VedConfig
              ) -> DecodeTree:
   num_levels = trie.num_levels
-  max_iters = cfg.max_iters_factor * (cfg.budget - cfg.init_cost(num_levels))
+  max_iters = cfg.max_iters(num_levels)
   batch = tree.cost.shape[0]
-  select = jax.vmap(functools.partial(select_node, lam=cfg.lam,
-                                      beta=cfg.beta, num_levels=num_levels))
+  pick = jax.vmap(functools.partial(_select_and_pick, cfg=cfg,
+                                    num_levels=num_levels))
 
   def cond(carry):
     it, _, tree = carry
@@ -264,30 +437,40 @@ def _explore(tree: DecodeTree, evaluate, trie, rng_key, *, cfg: VedConfig
   def body(carry):
     it, key, tree = carry
     key, sample_key, evaluate_key = jax.random.split(key, 3)
-    node, can_expand, passes = select(tree)
-    active = (tree.cost < cfg.budget) & can_expand
-    expand = active & passes
-    codes = jax.vmap(_sample_child, (0, 0, 0, None))(
-        tree, node, jax.random.split(sample_key, batch), cfg.temperature)
-    node_logp = jnp.take_along_axis(tree.logp, node[:, None], 1)[:, 0]
-    child_logp = jax.vmap(lambda cl, n, c: cl[n, c])(tree.child_logp, node,
+    parent, codes, selected, passes, code_ok = pick(
+        tree, jax.random.split(sample_key, batch))                 # [B, m]
+    room = (tree.cost < cfg.budget)[:, None]
+    active = selected & room
+    want = room & passes & code_ok
+    rank = jnp.cumsum(want, -1, dtype=jnp.int32)
+    write = want & (tree.cost[:, None] + rank <= cfg.budget)
+    parent_logp = jnp.take_along_axis(tree.logp, parent, 1)
+    child_logp = jax.vmap(lambda cl, p, c: cl[p, c])(tree.child_logp, parent,
                                                      codes)
-    depth = jnp.take_along_axis(tree.depth, node[:, None], 1)[:, 0] + 1
-    tree = _insert(tree, evaluate, trie, evaluate_key,
-                   parent=node[:, None], code=codes[:, None],
-                   depth=depth[:, None],
-                   logp=(node_logp + child_logp)[:, None],
-                   write=expand[:, None], slot=tree.cost[:, None],
+    depth = jnp.take_along_axis(tree.depth, parent, 1) + 1
+    tree = _insert(tree, evaluate, trie, evaluate_key, parent=parent,
+                   code=codes, depth=depth, logp=parent_logp + child_logp,
+                   write=write, slot=tree.cost[:, None] + rank - 1,
                    num_levels=num_levels)
     visits = jax.vmap(_backup, (0, 0, 0, 0, None))(
-        tree.visits, tree.parent, node, active, num_levels)
+        tree.visits, tree.parent, parent, active, num_levels)
     return it + 1, key, tree.replace(visits=visits)
 
-  _, _, tree = jax.lax.while_loop(cond, body, (0, rng_key, tree))
-  return tree
+  iters, _, tree = jax.lax.while_loop(cond, body, (0, rng_key, tree))
+  return tree.replace(iterations=jnp.full_like(tree.cost, iters))
 
 
 # -- candidates ----------------------------------------------------------------
+
+def rank_score(cfg: VedConfig, logp: jax.Array, value: jax.Array
+               ) -> jax.Array:
+  """The primary candidate-ranking key (larger is better); ties by logp."""
+  if cfg.rank == 'value':
+    return value
+  if cfg.rank == 'logp':
+    return logp
+  return logp + cfg.rank_weight * value
+
 
 def _leaf_codes(tree_u: DecodeTree, node, num_levels: int) -> jax.Array:
   """SID codes along the path to `node`. _unbatched_: -> [L]."""
@@ -299,23 +482,51 @@ def _leaf_codes(tree_u: DecodeTree, node, num_levels: int) -> jax.Array:
       tree_u.code[safe], mode='drop')
 
 
-def _candidates_one(tree_u: DecodeTree, trie, num_candidates: int,
+def completions(tree_u: DecodeTree, num_levels: int):
+  """Unexpanded valid children of live depth-(L-1) nodes. _unbatched_.
+
+  Returns (ok [N, V] bool, path log-prob [N, V], parent value [N, V]).
+  """
+  parent_ok = tree_u.live & (tree_u.depth == num_levels - 1)
+  ok = _unexpanded_valid(tree_u) & parent_ok[:, None]
+  logp = jnp.where(ok, tree_u.logp[:, None] + tree_u.child_logp, -jnp.inf)
+  value = jnp.broadcast_to(tree_u.value[:, None], ok.shape)
+  return ok, logp, value
+
+
+def _best(primary: jax.Array, logp: jax.Array, k: int, *,
+          logp_breaks_ties: bool) -> jax.Array:
+  """Indices of the k best by primary desc, then (logp_breaks_ties) logp
+  desc, then index asc. [P]. A full sort only where ties by log-prob are
+  needed (rank='value' over completions, which share their parent's V)."""
+  if not logp_breaks_ties:
+    return jax.lax.top_k(primary, k)[1]
+  return jnp.lexsort((-logp, -primary))[:k]
+
+
+def _candidates_one(tree_u: DecodeTree, trie, cfg: VedConfig,
                     num_levels: int):
   """_unbatched_ candidate extraction; see step 5 of the module docstring."""
-  g = num_candidates
+  g = cfg.num_candidates
   num_nodes, vocab = tree_u.child_logp.shape
   is_leaf = tree_u.live & (tree_u.depth == num_levels)
-  # Leaves: value descending, then log-prob descending; non-leaves last.
-  order = jnp.lexsort((-tree_u.logp, -tree_u.value,
+  leaf_key = rank_score(cfg, tree_u.logp, tree_u.value)
+  # Leaves: rank key descending, then log-prob descending; non-leaves last.
+  order = jnp.lexsort((-tree_u.logp, -leaf_key,
                        (~is_leaf).astype(jnp.int32)))
   num_leaves = is_leaf.sum()
-  # Completions: unexpanded valid children of live depth-(L-1) nodes.
-  parent_ok = tree_u.live & (tree_u.depth == num_levels - 1)
-  comp_ok = _unexpanded_valid(tree_u) & parent_ok[:, None]
-  comp_logp = jnp.where(comp_ok, tree_u.logp[:, None] + tree_u.child_logp,
-                        -jnp.inf).reshape(-1)
+  comp_ok, comp_logp, comp_value = completions(tree_u, num_levels)
+  comp_logp, comp_value = comp_logp.reshape(-1), comp_value.reshape(-1)
+  by_value = not cfg.evaluate_leaves and cfg.rank == 'value'
+  if cfg.evaluate_leaves:   # the paper's greedy fill, by log-prob
+    comp_key = comp_logp
+  else:   # comp_logp is -inf off the pool, and so is logp + w * V
+    comp_key = rank_score(cfg, comp_logp, comp_value)
+    if by_value:
+      comp_key = jnp.where(comp_ok.reshape(-1), comp_key, -jnp.inf)
   k = min(g, comp_logp.shape[0])
-  comp_top, comp_flat = jax.lax.top_k(comp_logp, k)
+  comp_flat = _best(comp_key, comp_logp, k, logp_breaks_ties=by_value)
+  comp_top = comp_logp[comp_flat]
   if k < g:
     comp_top = jnp.pad(comp_top, (0, g - k), constant_values=-jnp.inf)
     comp_flat = jnp.pad(comp_flat, (0, g - k))
@@ -344,6 +555,26 @@ def _candidates_one(tree_u: DecodeTree, trie, num_candidates: int,
                      jnp.where(mask, c_logp, 0.)),
       value=jnp.where(from_leaf, tree_u.value[leaf_node], 0.),
       evaluated=from_leaf, mask=mask)
+
+
+def leaf_pool(tree_u: DecodeTree, trie, cfg: VedConfig, num_levels: int):
+  """The complete items the candidates are ranked among. _unbatched_.
+
+  With `evaluate_leaves`: the evaluated depth-L nodes ([N]); otherwise every
+  valid child of an evaluated depth-(L-1) node ([N * V]), valued at its
+  parent. Returns (items, logp, value, ok), each [P].
+  """
+  if cfg.evaluate_leaves:
+    ok = tree_u.live & (tree_u.depth == num_levels)
+    return tree_u.prefix, tree_u.logp, tree_u.value, ok
+  ok, logp, value = completions(tree_u, num_levels)
+  num_nodes, vocab = ok.shape
+  items = trie_lib.next_prefix_any_level(
+      trie, jnp.full((num_nodes, vocab), num_levels - 1),
+      jnp.broadcast_to(tree_u.prefix[:, None], ok.shape),
+      jnp.broadcast_to(jnp.arange(vocab, dtype=jnp.int32)[None], ok.shape))
+  return (items.reshape(-1), logp.reshape(-1), value.reshape(-1),
+          ok.reshape(-1))
 
 
 def _checked_evaluator(evaluator: types.Evaluator, params, context,
@@ -391,5 +622,5 @@ def ved_search(evaluator: types.Evaluator, params, rng_key: jax.Array,
                     cfg=cfg)
   tree = _explore(tree, evaluate, trie, rng_key, cfg=cfg)
   cands = jax.vmap(_candidates_one, (0, None, None, None))(
-      tree, trie, cfg.num_candidates, num_levels)
+      tree, trie, cfg, num_levels)
   return types.Candidates(cost=tree.cost, **cands), tree

@@ -30,6 +30,7 @@ class DecodeTree:
   child_idx: chex.Array   # [B, N, V] int32, UNEXPANDED until evaluated
   cache: Any              # pytree of [B, N, ...]: the node token's keys
   cost: chex.Array        # [B] int32, decoder tokens evaluated
+  iterations: chex.Array  # [B] int32, exploration loop iterations run
 
   ROOT: ClassVar[int] = 0
   NO_PARENT: ClassVar[int] = -1
@@ -60,7 +61,8 @@ def empty_tree(batch: int, num_nodes: int, vocab: int, cache_like: Any
       child_logp=jnp.full((batch, num_nodes, vocab), -jnp.inf, jnp.float32),
       child_idx=jnp.full((batch, num_nodes, vocab), DecodeTree.UNEXPANDED,
                          jnp.int32),
-      cache=cache, cost=jnp.zeros((batch,), jnp.int32))
+      cache=cache, cost=jnp.zeros((batch,), jnp.int32),
+      iterations=jnp.zeros((batch,), jnp.int32))
 
 
 def path_nodes(parent: jax.Array, node: jax.Array, length: int) -> jax.Array:
