@@ -84,18 +84,15 @@ def rollout_config(method: str, budget: int, *, num_levels: int,
                      f'G = {num_candidates}')
   if method not in METHODS:
     raise ValueError(f'method {method!r}: expected one of {METHODS}')
-  ved = None
-  if method in VED_VARIANTS:
-    name, overrides = VED_VARIANTS[method]
-    ved = search.preset(name, budget=budget, num_candidates=num_candidates,
-                        lam=lam, beta=beta, temperature=temperature,
-                        **{**overrides, **(ved_overrides or {})})
-  kind = 'ved' if ved is not None else method
+  # Beam and sampling rows carry the paper's VED settings unused.
+  name, overrides = VED_VARIANTS.get(method, ('paper', {}))
+  ved = search.preset(name, budget=budget, num_candidates=num_candidates,
+                      lam=lam, beta=beta, temperature=temperature,
+                      **{**overrides, **(ved_overrides or {})})
   return rollout_lib.RolloutConfig(
-      kind=kind,
+      kind='ved' if method in VED_VARIANTS else method,
       num_candidates=width if method == 'sample' else num_candidates,
-      beam_width=width, temperature=temperature,
-      **({'ved': ved} if ved is not None else {}))
+      beam_width=width, temperature=temperature, ved=ved)
 
 
 def make_group_fn(net, cfg: rollout_lib.RolloutConfig, num_candidates: int,
