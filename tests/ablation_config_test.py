@@ -26,17 +26,27 @@ def test_variants_share_everything_but_the_switches(dataset):
   assert configs['vstar'].rollout.kind == 'ved'
   assert configs['vstar'].rl.sibling_alpha > 0
   assert configs['vstar'].rl.value_coef > 0
-  # The superset VED is the chosen preset, with B0 = G; vstar stays paper.
+  # vstar and ved_grpo use the superset VED (the chosen preset, B0 = G);
+  # the *_paper variants keep the paper-faithful search.
   from vstar_jax.decoding.ved import search  # pylint: disable=g-import-not-at-top
-  sup = configs['vstar_superset'].rollout
-  preset = search.preset('superset', budget=sup.ved_budget,
-                         num_candidates=sup.num_candidates)
-  assert sup.ved_init_beam == preset.init_beam == sup.num_candidates
-  for field, value in ablation.SUPERSET_VED.items():
-    assert getattr(preset, field[len('ved_'):]) == value
-  assert configs['vstar'].rollout.ved_evaluate_leaves
-  assert configs['vstar'].rollout.ved_rank == 'value'
-
+  for variant in ('vstar', 'ved_grpo'):
+    sup = configs[variant].rollout
+    preset = search.preset('superset', budget=sup.ved_budget,
+                           num_candidates=sup.num_candidates)
+    assert sup.ved_init_beam == preset.init_beam == sup.num_candidates
+    for field, value in ablation.SUPERSET_VED.items():
+      assert getattr(preset, field[len('ved_'):]) == value
+      assert sup[field] == value
+  for variant in ablation.PAPER_VED_VARIANTS:
+    rollout = configs[variant].rollout
+    paper = search.preset('paper', budget=rollout.ved_budget,
+                          num_candidates=rollout.num_candidates)
+    assert rollout.kind == 'ved'
+    assert rollout.ved_init_beam == paper.init_beam
+    for field in ablation.SUPERSET_VED:
+      assert rollout[field] == getattr(paper, field[len('ved_'):]), field
+  assert configs['vstar_paper'].rl.sibling_alpha > 0
+  assert configs['ved_grpo_paper'].rl.sibling_alpha == 0
 
 def test_unknown_variant():
   with pytest.raises(ValueError, match='expected DATASET,VARIANT'):

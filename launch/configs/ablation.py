@@ -9,16 +9,21 @@ default (the bundled MovieLens) and VARIANT one of
   beam_grpo     beam rollouts (width 16, top-G) + GRPO (MiniOneRec style)
   beam_sibling  beam rollouts + GRPO + Sibling-GRPO
   ved_grpo      VED rollouts + GRPO (the value head trains to steer VED)
-  vstar         VED + GRPO + Sibling-GRPO + value: the full method, with VED
-                as we read the paper (`search.PRESETS['paper']`)
-  vstar_superset  the same with the superset-of-beam VED chosen by the VED
-                benchmark (`search.PRESETS['superset']`: init beam B0 = G,
-                complete leaves scored from their parents' logits, log-prob
-                ranking, mctx-style walk, 8 nodes per call); at the beam's
-                budget its group is beam search's and every token beyond it
-                explores, so at the shared budget below it rolls out exactly
-                what beam_sibling does; give every variant more tokens
+  vstar         VED + GRPO + Sibling-GRPO + value: the full method, with the
+                superset-of-beam VED chosen by the VED benchmark
+                (`search.PRESETS['superset']`: init beam B0 = G, complete
+                leaves scored from their parents' logits, log-prob ranking,
+                mctx-style walk, 8 nodes per call); at the beam's budget its
+                group is beam search's and every token beyond it explores, so
+                at the shared budget below it rolls out exactly what
+                beam_sibling does; give every variant more tokens
                 (--config.rollout.beam_width=24 or 32) to let it explore
+  ved_grpo_paper, vstar_paper
+                the same with VED as we read the paper
+                (`search.PRESETS['paper']`: B0 = 8, leaves evaluated, value
+                ranking, tree-wide arg-max). Result folders named `vstar` or
+                `ved_grpo` made before 2026-11-29 ran this paper VED (their
+                config.json records the rollout.ved_* fields)
 
   ce            the control RL must beat (issue 12): plain CE (SFT) continued
                 from the same checkpoint on the same prompts, with RL's
@@ -50,9 +55,13 @@ VARIANTS = {
     'beam_grpo': ('beam', 0.0, 0.0),
     'beam_sibling': ('beam', 1.0, 0.0),
     'ved_grpo': ('ved', 0.0, 0.5),
+    'ved_grpo_paper': ('ved', 0.0, 0.5),
     'vstar': ('ved', 1.0, 0.5),
-    'vstar_superset': ('ved', 1.0, 0.5),
+    'vstar_paper': ('ved', 1.0, 0.5),
 }
+# VED variants that keep the paper-faithful search (config.rollout defaults);
+# the other VED variants use the superset-of-beam VED.
+PAPER_VED_VARIANTS = ('ved_grpo_paper', 'vstar_paper')
 # config.rollout fields of the superset-of-beam VED (decoding/ved/search.py
 # PRESETS['superset'], with B0 = G).
 SUPERSET_VED = {
@@ -110,7 +119,7 @@ def get_config(arg: str = 'scientific,vstar'):
   config.rl.value_coef = value_coef
   num_levels = len(config.rl.step_weights)
   config.rollout.ved_budget = 1 + (num_levels - 1) * config.rollout.beam_width
-  if variant == 'vstar_superset':
+  if kind == 'ved' and variant not in PAPER_VED_VARIANTS:
     config.rollout.ved_init_beam = config.rollout.num_candidates
     config.rollout.update(SUPERSET_VED)
   return config
