@@ -18,7 +18,9 @@ SIGTERM, which makes launch.train checkpoint and exit 75; then the best
 checkpoint of each stopped job is evaluated (`launch.evaluate`) until
 --eval_deadline_s, so a cut-short run still reports test metrics selected on
 validation (ROOT/NAME/eval_STAGE_beamK.json). ROOT/fleet_status.json lists
-every job's outcome; the exit status is 2 when any job did not finish on its
+every job's outcome (with --skip_finished, a job whose workdir already holds
+its results.json is 'ok (finished before)' and is not run again); the exit
+status is 2 when any job did not finish on its
 own (failed, skipped, stopped or never started).
 """
 import dataclasses
@@ -47,6 +49,10 @@ _TRAIN_DEADLINE = flags.DEFINE_float(
 _EVAL_DEADLINE = flags.DEFINE_float(
     'eval_deadline_s', 0, 'Seconds after start by which the evaluations of '
     'stopped jobs must end; 0: no deadline.', lower_bound=0)
+_SKIP_FINISHED = flags.DEFINE_bool(
+    'skip_finished', False, 'Count jobs whose workdir already holds a '
+    'results.json as ok without running them (continue an interrupted or '
+    'extended fleet).')
 _TRAIN_MODULE = flags.DEFINE_string('train_module', 'launch.train',
                                     'Module each job runs (tests swap it).')
 _EVAL_MODULE = flags.DEFINE_string('eval_module', 'launch.evaluate',
@@ -101,10 +107,13 @@ class Fleet:
   """Starts, watches and stops the jobs; `run` returns each job's outcome."""
 
   def __init__(self, jobs: list[Job], root: str, max_running: int,
-               train_module: str, eval_module: str):
+               train_module: str, eval_module: str,
+               skip_finished: bool = False):
     self.jobs, self.root, self.max_running = jobs, root, max_running
     self.train_module, self.eval_module = train_module, eval_module
-    self.outcome: dict[str, str] = {}
+    self.outcome: dict[str, str] = {
+        j.name: 'ok (finished before)' for j in jobs
+        if skip_finished and self._succeeded(j.name)}
     self.seconds: dict[str, float] = {}
     self._t0 = time.monotonic()
 
@@ -135,7 +144,8 @@ class Fleet:
   def train(self, deadline: float) -> None:
     """Runs the jobs until all end or `deadline` (0: none) passes."""
     os.makedirs(os.path.join(self.root, 'logs'), exist_ok=True)
-    pending, running, started = list(self.jobs), {}, {}
+    pending = [j for j in self.jobs if j.name not in self.outcome]
+    running, started = {}, {}
     while pending or running:
       for name, proc in list(running.items()):
         if proc.poll() is not None:
@@ -154,7 +164,7 @@ class Fleet:
         if job.after and job.after not in self.outcome:
           continue                    # its dependency is still running
         pending.remove(job)
-        if job.after and self.outcome[job.after] != 'ok':
+        if job.after and not self.outcome[job.after].startswith('ok'):
           self.outcome[job.name] = f'skipped ({job.after} did not succeed)'
           continue
         running[job.name] = self._start(job)
@@ -242,7 +252,7 @@ def main(argv):
           file=sys.stderr)
     sys.exit(1)
   fleet = Fleet(jobs, _ROOT.value, _MAX_RUNNING.value, _TRAIN_MODULE.value,
-                _EVAL_MODULE.value)
+                _EVAL_MODULE.value, _SKIP_FINISHED.value)
   fleet.train(_TRAIN_DEADLINE.value)
   fleet.evaluate_stopped(_EVAL_DEADLINE.value)
   path = fleet.write_status()

@@ -56,3 +56,23 @@ def test_fleet_dependencies_failures_and_deadline(tmp_path, repo_root):
   assert f'--config.init_from={root / "a"}' in b_args
   assert (root / 'e' / 'eval_sft.json').exists()
   assert not (root / 'd').exists()
+
+
+def test_skip_finished_keeps_done_jobs_and_runs_their_dependents(tmp_path,
+                                                                 repo_root):
+  jobs = tmp_path / 'jobs.txt'
+  jobs.write_text('a --mode=fail\nb after=a --mode=ok\n')
+  root = tmp_path / 'root'
+  (root / 'a').mkdir(parents=True)
+  (root / 'a' / 'results.json').write_text('{}')     # a finished earlier
+  out = subprocess.run(
+      [sys.executable, '-m', 'launch.fleet', f'--jobs={jobs}', f'--root={root}',
+       '--skip_finished', '--train_module=tests.fleet_fake_job'],
+      cwd=repo_root, capture_output=True, text=True, timeout=60)
+  assert out.returncode == 0, out.stderr
+  status = json.loads((root / 'fleet_status.json').read_text())['jobs']
+  assert status['a']['outcome'] == 'ok (finished before)'
+  assert status['b']['outcome'] == 'ok'
+  assert not (root / 'a' / 'calls.jsonl').exists()    # a was not run again
+  b_args = json.loads((root / 'b' / 'calls.jsonl').read_text().splitlines()[0])
+  assert f'--config.init_from={root / "a"}' in b_args
