@@ -5,7 +5,8 @@
 
 Each table sits between `<!-- table:NAME -->` and `<!-- /table:NAME -->` in
 WORKSPACE.md; NAME is `DATASET/STAGE` (e.g. `scientific/sft`), `DATASET` for
-all variants of a dataset, or a results sub-folder. A row is a variant
+all variants of a dataset, or a results sub-folder; `probes:FOLDER` tables
+the launch.rl_probe outputs (`seedK.probe_{start,best}.json`) under it. A row is a variant
 folder `results/DATASET/VARIANT/` holding one `seed*.json` (a run's
 results.json) per seed; cells are mean +- population std over seeds of the
 test metrics of the run's last stage, selected on validation by the run
@@ -128,12 +129,53 @@ def table(results_dir: str, name: str, ref: str | None = None) -> str:
   return '\n'.join(lines) + '\n'
 
 
+PROBE_COLUMNS = (('pool', 'target_in_group'), ('pool', 'zero_adv_frac'),
+                 ('pool', 'ndcg@10'), ('valid', 'target_in_group'),
+                 ('valid', 'zero_adv_frac'))
+
+
+def probe_table(results_dir: str, name: str) -> str:
+  """Markdown table of launch.rl_probe outputs under results/NAME.
+
+  A row per variant folder and probed parameter set: its
+  `seedK.probe_start.json` (the parameters the run started from) and
+  `seedK.probe_best.json` (its selected parameters), means over seeds.
+  """
+  header = ['variant', 'params', 'seeds', 'rollout', 'prompts'] + [
+      f'{s} {m}' for s, m in PROBE_COLUMNS]
+  lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+  for d in sorted(glob.glob(os.path.join(results_dir, name, '*'))):
+    for params in ('start', 'best'):
+      runs = sorted(glob.glob(os.path.join(d, f'seed*.probe_{params}.json')))
+      if not runs:
+        continue
+      probes = [json.load(open(p)) for p in runs]
+      r = probes[0]['rollout']
+      rollout = r['kind'] + (f' {r["ved_budget"]} tok.' if r['kind'] == 'ved'
+                             else f' {r["beam_width"]}')
+      cells = [f'{np.mean([p[s][m] for p in probes]):.4f}'
+               for s, m in PROBE_COLUMNS]
+      lines.append('| ' + ' | '.join(
+          [os.path.basename(d), {'best': 'selected'}.get(params, params),
+           str(len(probes)), rollout, str(probes[0]['pool']['prompts'])]
+          + cells) + ' |')
+  if len(lines) == 2:
+    raise ValueError(f'{os.path.join(results_dir, name)}: no probe files')
+  return '\n'.join(lines) + '\n'
+
+
+def _render(results_dir: str, name: str, ref: str | None) -> str:
+  if name.startswith('probes:'):
+    return probe_table(results_dir, name[len('probes:'):])
+  return table(results_dir, name, ref)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   text = open(_WORKSPACE.value).read()
   try:
-    new = _MARKER.sub(lambda m: m.group(1) + table(
+    new = _MARKER.sub(lambda m: m.group(1) + _render(
         _RESULTS.value, m.group('name'), m.group('ref')) + m.group(5), text)
   except ValueError as e:
     print(f'make_tables: error: {e}', file=sys.stderr)

@@ -109,3 +109,23 @@ def test_tables_without_rl_have_no_delta_column(tmp_path, make_tables):
   ws.write_text('<!-- table:toyds -->\n<!-- /table:toyds -->\n')
   assert make_tables(cwd=tmp_path).returncode == 0
   assert 'Δ' not in ws.read_text()
+
+
+def test_probe_table_means_over_seeds(tmp_path):
+  from launch import make_tables  # pylint: disable=g-import-not-at-top
+  d = tmp_path / 'fresh' / 'beam_grpo'
+  d.mkdir(parents=True)
+  for seed, tig in enumerate((0.2, 0.4)):
+    for params in ('start', 'best'):
+      probe = {'rollout': {'kind': 'beam', 'beam_width': 16, 'ved_budget': 33},
+               'pool': {'target_in_group': tig, 'zero_adv_frac': 1 - tig,
+                        'ndcg@10': 0.05, 'prompts': 2000},
+               'valid': {'target_in_group': tig / 2, 'zero_adv_frac': 0.9,
+                         'prompts': 2000}}
+      (d / f'seed{seed}.probe_{params}.json').write_text(json.dumps(probe))
+  text = make_tables.probe_table(str(tmp_path), 'fresh')
+  assert text.count('| beam_grpo |') == 2
+  assert ('| beam_grpo | selected | 2 | beam 16 | 2000 | 0.3000 | 0.7000 | '
+          '0.0500 | 0.1500 | 0.9000 |') in text
+  with pytest.raises(ValueError, match='no probe files'):
+    make_tables.probe_table(str(tmp_path), 'missing')
