@@ -137,7 +137,8 @@ class Stage:
     step: un-jitted step(state, frozen, batch, consts) -> (state, metrics
       dict of scalars); the loop jits N of them per call (train/fused.py).
     consts: replicated inputs of `step` (trie, base keys, ...).
-    examples: the training windows on the device (fused.device_examples).
+    examples: the stage's training windows on the device
+      (fused.device_examples); the iterator's rows index them.
     iterator: the stage's BatchIterator (its position is checkpointed).
     total_steps: optimizer steps of the stage.
   """
@@ -165,16 +166,24 @@ def stage_examples(config: config_lib.RunConfig, split, name: str):
     raise errors.ConfigError(str(e)) from None
 
 
-def _iterator(run: Run, name: str) -> pipeline.BatchIterator:
+def _stage_data(run: Run, name: str
+                ) -> tuple[dict[str, jax.Array], pipeline.BatchIterator]:
+  """The windows stage `name` reads, on the device, and their iterator.
+
+  The iterator's rows index these windows (not split.train): both come from
+  the same `stage_examples`, so under the fresh-prompt protocol SFT reads
+  only SFT's windows and RL (and the CE control) only the fresh ones.
+  """
   # check_data_fits has checked that one batch fits in the stage's windows.
   examples = stage_examples(run.config, run.exp.split, name)
   logging.info('%s reads %d of %d training windows', name, len(examples),
                len(run.exp.split.train))
-  return pipeline.BatchIterator(
+  iterator = pipeline.BatchIterator(
       examples, batch_size=getattr(run.config, name).batch_size,
       seed=run.config.seed,
       shuffle=True, drop_remainder=True, process_index=jax.process_index(),
       process_count=jax.process_count())
+  return fused.device_examples(examples, run.mesh), iterator
 
 
 def _replicate(tree, mesh: jax.sharding.Mesh):
@@ -194,7 +203,7 @@ def sft_stage(run: Run) -> Stage:
   """SFT of a freshly initialised model, or of config.init_from's best SFT
   parameters with a fresh optimizer (the CE control of issue 12)."""
   c = run.config.sft
-  iterator = _iterator(run, 'sft')
+  examples, iterator = _stage_data(run, 'sft')
   total_steps = c.num_steps if c.num_steps > 0 else (
       c.num_epochs * iterator.batches_per_epoch)
   tx = state_lib.make_optimizer(
@@ -219,14 +228,14 @@ def sft_stage(run: Run) -> Stage:
       step=lambda state, _, batch, k: model.train_step(
           state, batch, k['trie'], k['key']),
       consts=consts,
-      examples=fused.device_examples(run.exp.split.train, run.mesh),
+      examples=examples,
       iterator=iterator, total_steps=total_steps)
 
 
 def rl_stage(run: Run, init_params) -> Stage:
   """V-STAR RL from `init_params` (the frozen reference is a copy)."""
   cfg, c = run.config, run.config.rl
-  iterator = _iterator(run, 'rl')
+  examples, iterator = _stage_data(run, 'rl')
   total_steps = c.value_warmup_steps + (
       c.num_steps if c.num_steps > 0 else
       c.num_epochs * iterator.batches_per_epoch)
@@ -261,7 +270,7 @@ def rl_stage(run: Run, init_params) -> Stage:
           state, frozen['reference'], batch, k['trie'], k['item_emb'],
           k['key']),
       consts=consts,
-      examples=fused.device_examples(run.exp.split.train, run.mesh),
+      examples=examples,
       iterator=iterator, total_steps=total_steps)
 
 
