@@ -1,5 +1,6 @@
 """The history rule (config.eval.exclude_history), the same for every model."""
 import functools
+import json
 
 import chex
 import jax
@@ -155,3 +156,25 @@ def test_bad_value_is_a_one_line_config_error(smoke_dict):
 def test_rule_is_stated_in_the_ranking_description():
   assert 'NOT masked' in history_rule.describe(False)
   assert 'EXCLUDED' in history_rule.describe(True)
+
+
+def test_tables_mark_rows_that_exclude_history(tmp_path):
+  from launch import make_tables  # pylint: disable=g-import-not-at-top
+  test = {'hr@1': 0.1, 'ndcg@10': 0.2}
+  for variant, rules in (('keep', [None, False]), ('drop', [True]),
+                         ('mixed', [False, True])):
+    folder = tmp_path / 'ds' / variant
+    folder.mkdir(parents=True)
+    for seed, rule in enumerate(rules):
+      evaluation = {'beam_width': 50}
+      if rule is not None:        # runs before the rule existed lack it
+        evaluation['exclude_history'] = rule
+      (folder / f'seed{seed}.json').write_text(json.dumps(
+          {'metrics': {'sft': {'test': test}}, 'eval': evaluation,
+           'timings': {}}))
+  with pytest.raises(ValueError, match='mixed: its seeds use different'):
+    make_tables.table(str(tmp_path), 'ds')
+  (tmp_path / 'ds' / 'mixed' / 'seed1.json').unlink()
+  rows = make_tables.table(str(tmp_path), 'ds').splitlines()[2:]
+  assert [r.split(' | ')[0] for r in rows] == [
+      '| drop (history excluded)', '| keep', '| mixed']
