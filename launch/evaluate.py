@@ -2,9 +2,13 @@
 
   python -m launch.evaluate --workdir=runs/default
   python -m launch.evaluate --workdir=runs/default --beam_width=20 --stage=sft
+  python -m launch.evaluate --workdir=runs/default --exclude_history
 
 Prints the Markdown table and writes WORKDIR/eval_<stage>_beam<K>.json and
-the per-user ranks beside it (WORKDIR/eval_<stage>_beam<K>.user_ranks/).
+the per-user ranks beside it (WORKDIR/eval_<stage>_beam<K>.user_ranks/);
+under the history rule that excludes history items (--exclude_history, or a
+run trained with config.eval.exclude_history) the name ends in
+`_exclude_history` (eval_<stage>_beam<K>_exclude_history.json).
 """
 import dataclasses
 import os
@@ -18,6 +22,7 @@ from launch.configs import common
 from vstar_jax import errors
 from vstar_jax import experiment
 from vstar_jax.data import files
+from vstar_jax.eval import history_rule
 from vstar_jax.eval import user_ranks
 from vstar_jax.train import evaluation
 from vstar_jax.train import recommender
@@ -27,6 +32,10 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory.',
 _STAGE = flags.DEFINE_string('stage', 'sft', 'Training stage to evaluate.')
 _BEAM = flags.DEFINE_integer('beam_width', None,
                              'Ranked list length; default: the run config.')
+_EXCLUDE_HISTORY = flags.DEFINE_bool(
+    'exclude_history', None,
+    'The history rule (vstar_jax/eval/history_rule.py): exclude items of '
+    "the user's history from the ranked lists; default: the run config.")
 
 
 def _evaluate():
@@ -36,6 +45,10 @@ def _evaluate():
       raise errors.ConfigError(f'--beam_width={_BEAM.value}: must be >= 1')
     config = dataclasses.replace(config, eval=dataclasses.replace(
         config.eval, beam_width=_BEAM.value))
+  if _EXCLUDE_HISTORY.value is not None:
+    config = dataclasses.replace(config, eval=dataclasses.replace(
+        config.eval, exclude_history=_EXCLUDE_HISTORY.value))
+  exclude = config.eval.exclude_history
   exp = experiment.load_experiment(config, _WORKDIR.value)
   model = recommender.from_config(config, exp)
   params = evaluation.restore_params(config, model, _WORKDIR.value,
@@ -43,12 +56,15 @@ def _evaluate():
   metrics, seconds, ranks = evaluation.final_evaluation(config, exp, model,
                                                         params)
   out = {'stage': _STAGE.value, 'beam_width': config.eval.beam_width,
+         'exclude_history': exclude, 'ranking': model.ranking,
          'metrics': metrics, 'seconds': seconds,
          'git_commit': evaluation.git_commit()}
   path = os.path.join(_WORKDIR.value, f'eval_{_STAGE.value}_beam'
-                      f'{config.eval.beam_width}.json')
+                      f'{config.eval.beam_width}'
+                      f'{"_exclude_history" if exclude else ""}.json')
   files.write_json(path, out)
   user_ranks.write(path, _STAGE.value, ranks)
+  print(f'{history_rule.describe(exclude)}:')
   print(evaluation.results_table({'metrics': {_STAGE.value: metrics}}))
 
 

@@ -12,6 +12,12 @@ results.json) per seed; cells are mean +- population std over seeds of the
 test metrics of the run's last stage, selected on validation by the run
 itself.
 
+The history rule (config.eval.exclude_history, vstar_jax/eval/history_rule)
+is the results' `eval.exclude_history` (absent: False, the rule of every
+run before it existed); a row whose runs exclude history items is marked
+"(history excluded)" after its variant name, and a row whose seeds used
+different rules is an error.
+
 Tables with an RL row get a column "ndcg@10 Δ vs REF [95% CI]": the paired
 test NDCG@10 difference of each RL row against the reference variant REF
 (`sft` unless the marker says `<!-- table:NAME vs=REF -->`) with its 95%
@@ -57,6 +63,10 @@ def _row(variant_dir: str, stage: str | None):
   if not runs:
     return None
   loaded = [json.load(open(p)) for p in runs]
+  rules = {r['eval'].get('exclude_history', False) for r in loaded}
+  if len(rules) > 1:
+    raise ValueError(f'{variant_dir}: its seeds use different history rules '
+                     '(eval.exclude_history)')
   stage_name, _ = _stage_metrics(loaded[0], stage)
   tests = [_stage_metrics(r, stage)[1] for r in loaded]
   cells = []
@@ -75,8 +85,10 @@ def _row(variant_dir: str, stage: str | None):
     secs[_device_name(r)].append(r['timings'].get('wall_s', float('nan')))
   wall = ', '.join(f'{np.mean(v) / 60:.1f} ({k}, {len(v)})'
                    for k, v in sorted(secs.items()))
-  return ([os.path.basename(variant_dir), stage_name, str(len(runs)),
-           str(beam)] + cells + [wall])
+  name = os.path.basename(variant_dir)
+  if rules == {True}:
+    name += ' (history excluded)'
+  return [name, stage_name, str(len(runs)), str(beam)] + cells + [wall]
 
 
 def _device_name(result: dict) -> str:

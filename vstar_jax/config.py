@@ -203,6 +203,7 @@ class EvalConfig:
   batch_size: int = _field(at_least(1))
   head_fraction: float = _field(between(0.0, 1.0))
   validate_start: bool = _field()            # step 0 of a trained start
+  exclude_history: bool = _field()           # eval/history_rule.py
 
 
 @dataclasses.dataclass(frozen=True)

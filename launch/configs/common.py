@@ -171,6 +171,11 @@ def base_config() -> ml_collections.ConfigDict:
   # trained model (RL, or SFT with config.init_from), so selection can keep
   # the start when no step beats it (issue 12).
   config.eval.validate_start = False
+  # The history rule, the same for every model (vstar_jax/eval/history_rule):
+  # False keeps items of the user's history in the ranked lists (the TIGER /
+  # LC-Rec / RecBole-sequential protocol of our tables); True excludes them
+  # (validation and test alike).
+  config.eval.exclude_history = False
 
   # Device mesh (vstar_jax/parallel.py): batches split over `data` (-1: all
   # devices that `model` leaves); `model` is reserved for tensor parallelism

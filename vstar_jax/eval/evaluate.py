@@ -12,18 +12,27 @@ import numpy as np
 
 from vstar_jax import parallel
 from vstar_jax.decoding import beam
+from vstar_jax.eval import history_rule
 from vstar_jax.eval import ranking
 
 
-def make_rank_fn(net, *, beam_width: int, constrained: bool = True
-                 ) -> Callable:
+def make_rank_fn(net, *, beam_width: int, constrained: bool = True,
+                 exclude_history: bool = False) -> Callable:
   """rank(params, trie, history [B, T], history_mask [B, T]) -> BeamResult.
 
-  Returns an un-jitted function; callers jit it once.
+  With exclude_history (eval/history_rule.py), the beam's K items that are
+  in the row's history are dropped, the rest keep their order and the list
+  ends in empty slots (-1). Returns an un-jitted function; callers jit it
+  once.
   """
   def rank(params, trie, history, history_mask):
-    return beam.beam_search(net, params, trie, history, history_mask,
-                            beam_width=beam_width, constrained=constrained)
+    res = beam.beam_search(net, params, trie, history, history_mask,
+                           beam_width=beam_width, constrained=constrained)
+    if not exclude_history:
+      return res
+    items, scores, codes = history_rule.drop_history_items(
+        res.items, res.scores, history, history_mask, res.codes)
+    return beam.BeamResult(items=items, codes=codes, scores=scores)
   return rank
 
 

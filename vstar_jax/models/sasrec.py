@@ -22,6 +22,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vstar_jax.eval import history_rule
+
 _INIT = nn.initializers.normal(0.02)   # RecBole's initializer_range
 
 
@@ -151,18 +153,22 @@ def init_params(net: SASRec, rng_key: jax.Array):
 
 
 def top_items(net: SASRec, params, history, history_mask, *,
-              list_len: int) -> TopItems:
+              list_len: int, exclude_history: bool = False) -> TopItems:
   """Exact top-K items over the full catalogue by logit.
-
-  Items already in the history are NOT masked: they can be recommended
-  again (as in RecBole's full-ranking SASRec evaluation).
 
   Args:
     net: the module.
     params: its parameters.
     history: [B, T] int32; history_mask: [B, T] bool.
     list_len: K <= N.
+    exclude_history: the history rule (eval/history_rule.py). False: items
+      already in the history can be recommended again (RecBole's sequential
+      full ranking); True: their logits are -inf before the top-K, and slots
+      left with -inf (K > N minus the history) come back as item -1.
   """
   logits = net.apply({'params': params}, history, history_mask)
+  if exclude_history:
+    logits = history_rule.mask_history_scores(logits, history, history_mask)
   scores, items = jax.lax.top_k(logits, list_len)
+  items = jnp.where(jnp.isfinite(scores), items, -1)
   return TopItems(items=items.astype(jnp.int32), scores=scores)

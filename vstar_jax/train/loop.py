@@ -31,6 +31,7 @@ from vstar_jax import parallel
 from vstar_jax.data import files
 from vstar_jax.data import pipeline
 from vstar_jax.data import splits
+from vstar_jax.eval import history_rule
 from vstar_jax.eval import user_ranks
 from vstar_jax.models import policy
 from vstar_jax.rl import item_embeddings
@@ -457,6 +458,7 @@ def _run_info(config: config_lib.RunConfig, exp, model, mesh
                   'sid_source': exp.sid_source,
                   'num_levels': exp.num_levels},
       'eval': {'beam_width': config.eval.beam_width,
+               'exclude_history': config.eval.exclude_history,
                'ranking': model.ranking},
       'mesh': {'shape': dict(mesh.shape), 'fsdp': config.mesh.fsdp,
                'processes': jax.process_count()},
@@ -516,6 +518,7 @@ def train_and_evaluate(config: config_lib.RunConfig, workdir: str
   if jax.process_index() == 0:
     files.write_json(os.path.join(workdir, 'results.json'), results)
     print(f'\nResults ({run.exp.dataset.name}, {run.exp.split.protocol}, '
-          f'full ranking, beam {config.eval.beam_width}):\n'
+          f'full ranking, beam {config.eval.beam_width}; '
+          f'{history_rule.describe(config.eval.exclude_history)}):\n'
           f'{evaluation.results_table(results)}', flush=True)
   return results

@@ -12,16 +12,11 @@ from vstar_jax import config as config_lib
 from vstar_jax import errors
 from vstar_jax import experiment as experiment_lib
 from vstar_jax.eval import evaluate as evaluate_lib
+from vstar_jax.eval import history_rule
 from vstar_jax.models import policy
 from vstar_jax.models import sasrec
 from vstar_jax.train import sasrec_step
 from vstar_jax.train import sft
-
-# The one rule for every model family (the TIGER / LC-Rec protocol): the
-# ranked list is over the full catalogue and may hold items of the user's own
-# history.
-HISTORY_RULE = 'items already in the history are NOT masked'
-
 
 @dataclasses.dataclass(frozen=True)
 class Recommender:
@@ -43,6 +38,7 @@ class Recommender:
 def sid_recommender(config: config_lib.RunConfig,
                     exp: experiment_lib.Experiment) -> Recommender:
   """The generative SID policy (spec sections 3-4)."""
+  exclude = config.eval.exclude_history
   net = policy.PolicyValueNet(config_lib.policy_config(
       config, num_levels=exp.num_levels, vocab_size=exp.vocab_size))
   return Recommender(
@@ -50,9 +46,10 @@ def sid_recommender(config: config_lib.RunConfig,
       init=functools.partial(policy.init_params, net.cfg),
       train_step=sft.make_sft_step(
           net, constrained=config.sft.constrained_softmax),
-      make_rank_fn=lambda k: evaluate_lib.make_rank_fn(net, beam_width=k),
+      make_rank_fn=lambda k: evaluate_lib.make_rank_fn(
+          net, beam_width=k, exclude_history=exclude),
       ranking='full catalogue, trie-constrained beam search (width = list '
-              f'length); {HISTORY_RULE}',
+              f'length); {history_rule.describe(exclude)}',
       net=net)
 
 
@@ -61,6 +58,7 @@ def sasrec_recommender(config: config_lib.RunConfig,
   """SASRec, the ID-based baseline (full or sampled softmax over ids)."""
   net = sasrec.SASRec(config_lib.sasrec_config(
       config, num_items=exp.dataset.num_items))
+  exclude = config.eval.exclude_history
   num_negatives = (config.sasrec.num_negatives
                    if config.sasrec.loss == 'sampled' else 0)
 
@@ -73,7 +71,7 @@ def sasrec_recommender(config: config_lib.RunConfig,
     def rank(params, trie, history, history_mask):
       del trie
       return sasrec.top_items(net, params, history, history_mask,
-                              list_len=list_len)
+                              list_len=list_len, exclude_history=exclude)
     return rank
 
   return Recommender(
@@ -83,7 +81,7 @@ def sasrec_recommender(config: config_lib.RunConfig,
                                               num_negatives=num_negatives),
       make_rank_fn=make_rank_fn,
       ranking=f'full catalogue, exact top-K of the item logits; '
-              f'{HISTORY_RULE}')
+              f'{history_rule.describe(exclude)}')
 
 
 def from_config(config: config_lib.RunConfig,
