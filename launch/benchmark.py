@@ -43,6 +43,7 @@ from vstar_jax import experiment
 from vstar_jax.data import files
 from vstar_jax.decoding import beam as beam_lib
 from vstar_jax.decoding.ved import search
+from vstar_jax.train import evaluation
 from vstar_jax.train import recommender
 from vstar_jax.sid import trie as trie_lib
 

@@ -81,6 +81,12 @@ def test_values_are_typed(smoke_dict):
     ({'rl.item_embeddings': 'attributes:'},
      "config.rl.item_embeddings='attributes:': expected 'text', "
      "'attributes:PATH' or a .npy path"),
+    ({'rl.num_steps': 0, 'rl.num_epochs': 0, 'rl.value_warmup_steps': 0},
+     'config.rl.num_steps=0, config.rl.num_epochs=0 and config.rl.'
+     'value_warmup_steps=0: set one of them > 0'),
+    ({'rl.value_warmup_steps': 5, 'rl.value_coef': 0.0},
+     'config.rl.value_warmup_steps=5 trains the value head alone: needs '
+     'config.rl.value_coef > 0'),
     ({'model.num_heads': 3},
      'config.model.width=32 is not divisible by config.model.num_heads=3'),
     ({'rollout.kind': 'beam', 'rollout.beam_width': 4},
@@ -95,6 +101,12 @@ def test_values_are_typed(smoke_dict):
 ])
 def test_bad_values_name_field_and_allowed(overrides, message):
   assert _error(**overrides) == message
+
+
+def test_value_pretraining_alone_is_a_run(smoke_dict):
+  cfg = config_lib.parse(smoke_dict(**{
+      'rl.num_steps': 0, 'rl.num_epochs': 0, 'rl.value_warmup_steps': 3}))
+  assert cfg.rl.value_warmup_steps == 3 and cfg.rl.num_steps == 0
 
 
 def test_unknown_and_missing_fields(smoke_dict):

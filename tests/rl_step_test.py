@@ -92,6 +92,9 @@ def test_rl_step_traces_once_and_is_finite(setup, kind):
   assert float(m0['policy_on']) == 0.0
   state, m1 = step(state, params, batch(1), trie, emb, key)
   assert float(m1['policy_on']) == 1.0
+  # VED rollouts log how V and log-prob rank the target (AUC in [0, 1]).
+  for name in ('value_auc', 'logp_auc', 'mixed_auc'):
+    assert 0.0 <= float(m0[f'ved/{name}']) <= 1.0
   chex.assert_tree_all_finite((state.params, m0, m1))
   assert int(state.step) == 2
 

@@ -265,3 +265,26 @@ def test_walk_descends_by_u_and_stops_where_a_new_child_wins():
       tree.replace(visits=jnp.asarray([4, 30, 1, 1], jnp.int32)),
       dataclasses.replace(cfg, beta=5.), 2)
   assert int(node) == 2
+
+
+@pytest.mark.parametrize('rank', search.RANKINGS)
+def test_superset_candidates_are_the_best_of_the_whole_pool(rank):
+  """Without leaf evaluation the G candidates are found per parent first;
+  they must be the G best of all N * V completions by the rank key (ties
+  by log-prob for 'value', then by pool index)."""
+  sids = _random_catalogue(5, 150, 3, 8)
+  trie = trie_lib.build_trie(sids, vocab_size=8)
+  cfg = search.preset('superset', budget=30, num_candidates=6, rank=rank,
+                      init_beam=3, rank_weight=0.7)
+  cands, tree = _run(trie, cfg, jax.random.key(4), 4)
+  for b in range(4):
+    tree_b = jax.tree_util.tree_map(lambda x, b=b: x[b], tree)
+    items, logp, value, ok = map(np.asarray, search.leaf_pool(
+        tree_b, trie, cfg, 3))
+    key = np.asarray(search.rank_score(cfg, logp, value))
+    tie = logp if rank == 'value' else np.zeros_like(logp)
+    pool = np.flatnonzero(ok)
+    order = pool[np.lexsort((pool, -tie[pool], -key[pool]))]
+    want = items[order[:cfg.num_candidates]]
+    mask = np.asarray(cands.mask[b])
+    np.testing.assert_array_equal(np.asarray(cands.items[b])[mask], want)

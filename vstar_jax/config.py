@@ -367,9 +367,15 @@ def _check_cross_fields(cfg: RunConfig) -> None:
   if cfg.sft.num_steps == 0 and cfg.sft.num_epochs == 0:
     raise errors.ConfigError('config.sft.num_steps=0 and config.sft.'
                              'num_epochs=0: set one of them > 0')
-  if cfg.rl.num_steps == 0 and cfg.rl.num_epochs == 0:
-    raise errors.ConfigError('config.rl.num_steps=0 and config.rl.'
-                             'num_epochs=0: set one of them > 0')
+  if (cfg.rl.num_steps == 0 and cfg.rl.num_epochs == 0 and
+      cfg.rl.value_warmup_steps == 0):   # value pre-training alone is a run
+    raise errors.ConfigError('config.rl.num_steps=0, config.rl.num_epochs=0 '
+                             'and config.rl.value_warmup_steps=0: set one of '
+                             'them > 0')
+  if cfg.rl.value_warmup_steps and cfg.rl.value_coef == 0:
+    raise errors.ConfigError(
+        f'config.rl.value_warmup_steps={cfg.rl.value_warmup_steps} trains '
+        'the value head alone: needs config.rl.value_coef > 0')
   if cfg.data.fresh_windows and cfg.data.protocol != 'leave_one_out':
     raise errors.ConfigError(
         f'config.data.fresh_windows={cfg.data.fresh_windows}: needs '

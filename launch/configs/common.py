@@ -154,7 +154,10 @@ def base_config() -> ml_collections.ConfigDict:
   config.rl.value_coef = 0.5               # 0: no value training
   config.rl.gamma = 0.99
   config.rl.step_weights = (0.3, 0.5, 1.0)  # one per SID level
-  config.rl.value_warmup_steps = 0         # value-only steps before RL
+  # Value pre-training: value-only steps before RL (policy frozen: its LR is
+  # 0), TD(0) on the dense step rewards of config.rollout's groups; with
+  # rl.num_steps = rl.num_epochs = 0 the run is the pre-training alone.
+  config.rl.value_warmup_steps = 0
   config.rl.item_embeddings = 'text'       # dense reward embeddings
   config.rl.eval_every = 100
   config.rl.early_stop_patience = 0

@@ -31,9 +31,13 @@ def transformer_evaluator(net: policy.PolicyValueNet) -> types.Evaluator:
     path = policy.Path(k=to_layers_first(inputs.path_cache['k']),
                        v=to_layers_first(inputs.path_cache['v']),
                        mask=inputs.path_mask[:, :, None, :])
+    # One output head when the depth is known statically (a beam step);
+    # a depth-L node's logits are meaningless and use the last head.
+    head_level = (None if inputs.uniform_depth is None else
+                  min(inputs.uniform_depth, net.cfg.num_levels - 1))
     out = net.apply({'params': params}, inputs.context,
                     inputs.codes[..., None], inputs.depths[..., None], path,
-                    method=net.decode)
+                    method=net.decode, head_level=head_level)
     return types.EvaluatorOutput(
         logits=out.logits[:, :, 0], value=out.value[:, :, 0],
         cache={'k': jnp.moveaxis(out.k[:, :, :, 0], 0, 2),

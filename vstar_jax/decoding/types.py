@@ -59,6 +59,9 @@ class EvaluatorInputs:
   path_cache: Any         # pytree of [B, M, P, ...] ancestors' caches,
                           # parent first
   path_mask: chex.Array   # [B, M, P] bool, True = a real ancestor
+  # Static: every node of this call has this depth (the search's init beam),
+  # so a model may apply one level's output head; None: mixed depths.
+  uniform_depth: int | None = None
 
 
 @chex.dataclass(frozen=True)

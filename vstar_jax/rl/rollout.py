@@ -22,6 +22,7 @@ from vstar_jax.decoding import transformer
 from vstar_jax.decoding import types
 from vstar_jax.decoding.ved import search
 from vstar_jax.models import policy
+from vstar_jax.rl import diagnostics
 
 ROLLOUT_KINDS = ('ved', 'beam', 'sample')
 
@@ -78,8 +79,30 @@ def rollout(net: policy.PolicyValueNet, params, trie, rng_key, history,
   Returns:
     Candidates with [B, G] fields.
   """
+  return _rollout(net, params, trie, rng_key, history, history_mask,
+                  cfg=cfg)[0]
+
+
+def rollout_with_stats(net: policy.PolicyValueNet, params, trie, rng_key,
+                       history, history_mask, target, *, cfg: RolloutConfig
+                       ) -> tuple[types.Candidates, dict]:
+  """`rollout` plus, for VED, `diagnostics.ved_tree_stats` of its trees
+  against target [B] (the value AUC among the leaf pool, ...) under 'ved/'
+  keys; {} for beam and sampling."""
+  cands, tree = _rollout(net, params, trie, rng_key, history, history_mask,
+                         cfg=cfg)
+  if tree is None:
+    return cands, {}
+  stats = diagnostics.ved_tree_stats(tree, target, trie, cfg.ved)
+  return cands, {f'ved/{k}': v for k, v in stats.items()}
+
+
+def _rollout(net, params, trie, rng_key, history, history_mask, *,
+             cfg: RolloutConfig):
+  """(Candidates [B, G], the VED DecodeTree or None), no gradient."""
   cfg.validate(trie.num_levels)
   params = jax.lax.stop_gradient(params)
+  tree = None
   if cfg.kind == 'beam':
     out = beam.beam_candidates(net, params, trie, history, history_mask,
                                beam_width=cfg.beam_width,
@@ -89,6 +112,7 @@ def rollout(net: policy.PolicyValueNet, params, trie, rng_key, history,
         net, params, trie, rng_key, history, history_mask,
         num_samples=cfg.num_candidates, temperature=cfg.temperature)
   else:
-    out, _ = ved_rollout(net, params, trie, rng_key, history, history_mask,
-                         cfg)
-  return jax.tree_util.tree_map(jax.lax.stop_gradient, out)
+    out, tree = ved_rollout(net, params, trie, rng_key, history, history_mask,
+                            cfg)
+    tree = jax.tree_util.tree_map(jax.lax.stop_gradient, tree)
+  return jax.tree_util.tree_map(jax.lax.stop_gradient, out), tree

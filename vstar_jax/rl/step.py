@@ -270,7 +270,10 @@ def make_rl_step(net: policy.PolicyValueNet,
   Returns (state, metrics). One call is one rollout and K =
   cfg.updates_per_rollout optimizer updates on it (a `lax.scan`), so
   `state.step` counts rollouts and the optimizer's own count advances by K.
-  Metrics are means over the K updates (rollout statistics are per call).
+  Metrics are means over the K updates (rollout statistics are per call;
+  VED rollouts add `diagnostics.ved_tree_stats` as 'ved/...': how well V,
+  log-prob and log-prob + w V rank the target among the tree's complete
+  leaves, on prompts the update has not yet seen).
   The caller jits it (donating the state); the rollout key is
   fold_in(base_key, state.step), so resume replays exactly.
   """
@@ -279,9 +282,9 @@ def make_rl_step(net: policy.PolicyValueNet,
 
   def rl_step(state, ref_params, batch, trie, item_emb, base_key):
     key = jax.random.fold_in(base_key, state.step)
-    cands = rollout_lib.rollout(net, state.params, trie, key,
-                                batch['history'], batch['history_mask'],
-                                cfg=rollout_cfg)
+    cands, rollout_stats = rollout_lib.rollout_with_stats(
+        net, state.params, trie, key, batch['history'],
+        batch['history_mask'], batch['target'], cfg=rollout_cfg)
     signal, logp_ref = learning_signal(net, ref_params, batch, cands, trie,
                                        item_emb, cfg=cfg)
     policy_on = (state.step >= cfg.value_warmup_steps).astype(jnp.float32)
@@ -305,6 +308,7 @@ def make_rl_step(net: policy.PolicyValueNet,
     metrics['sib_adv_std'] = diagnostics.sibling_adv_std(
         signal.sib_adv, signal.sib_rep, cands.mask)
     metrics['policy_on'] = policy_on
+    metrics.update(rollout_stats)
     return state.replace(step=state.step + 1, params=params,
                          opt_state=opt_state), metrics
 

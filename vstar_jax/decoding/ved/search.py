@@ -158,13 +158,15 @@ def restricted_entropy(child_logp: jax.Array) -> jax.Array:
 def _insert(tree: DecodeTree, evaluate: Callable, trie, rng_key: jax.Array,
             parent: jax.Array, code: jax.Array, depth: jax.Array,
             logp: jax.Array, write: jax.Array, slot: jax.Array,
-            num_levels: int) -> DecodeTree:
+            num_levels: int, uniform_depth: int | None = None
+            ) -> DecodeTree:
   """Evaluates M new nodes per user and writes those with `write` set.
 
   Args:
     tree: the current tree.
-    evaluate: (rng_key, codes, depths, path_cache, path_mask) ->
-      EvaluatorOutput, the evaluator with params and context bound.
+    evaluate: (rng_key, codes, depths, path_cache, path_mask,
+      uniform_depth) -> EvaluatorOutput, the evaluator with params and
+      context bound.
     trie: PrefixTrie.
     rng_key: typed key for the evaluator, consumed.
     parent: [B, M] parent slots (-1 for the root itself).
@@ -174,6 +176,8 @@ def _insert(tree: DecodeTree, evaluate: Callable, trie, rng_key: jax.Array,
     write: [B, M] bool, which new nodes are real.
     slot: [B, M] target slots.
     num_levels: L.
+    uniform_depth: static, the depth of every new node if known (a hint the
+      evaluator may use: `types.EvaluatorInputs.uniform_depth`).
   """
   path = jax.vmap(jax.vmap(tree_lib.path_nodes, (None, 0, None)),
                   (0, 0, None))(tree.parent, parent, num_levels)  # [B, M, L]
@@ -181,7 +185,7 @@ def _insert(tree: DecodeTree, evaluate: Callable, trie, rng_key: jax.Array,
   safe_path = jnp.maximum(path, 0)
   path_cache = jax.tree_util.tree_map(
       lambda c: jax.vmap(lambda cb, pb: cb[pb])(c, safe_path), tree.cache)
-  out = evaluate(rng_key, code, depth, path_cache, path_mask)
+  out = evaluate(rng_key, code, depth, path_cache, path_mask, uniform_depth)
   parent_prefix = jnp.take_along_axis(tree.prefix, jnp.maximum(parent, 0), 1)
   prefix = jnp.where(
       parent >= 0,
@@ -231,7 +235,8 @@ def _init_tree(evaluate, trie, rng_key, cache_like, *, batch: int,
                  code=zeros - 1,
                  depth=zeros, logp=jnp.zeros((batch, 1), jnp.float32),
                  write=jnp.ones((batch, 1), bool), slot=zeros,
-                 num_levels=num_levels)
+                 num_levels=num_levels,
+                 uniform_depth=None if cfg.evaluate_leaves else 0)
   frontier = zeros                      # [B, F] slots of the last depth
   frontier_live = jnp.ones((batch, 1), bool)
   last_depth = num_levels if cfg.evaluate_leaves else num_levels - 1
@@ -252,9 +257,12 @@ def _init_tree(evaluate, trie, rng_key, cache_like, *, batch: int,
     # evaluation of a user always lands in slot i.
     live = jnp.isfinite(top)
     slot = tree.cost[:, None] + jnp.arange(b0, dtype=jnp.int32)[None]
+    # The one-head hint only without leaf evaluation: the paper preset's
+    # logits stay those of the all-heads path it was checked with.
     tree = _insert(tree, evaluate, trie, keys[depth], parent=parent,
                    code=code, depth=jnp.full((batch, b0), depth, jnp.int32),
-                   logp=top, write=live, slot=slot, num_levels=num_levels)
+                   logp=top, write=live, slot=slot, num_levels=num_levels,
+                   uniform_depth=None if cfg.evaluate_leaves else depth)
     frontier = jnp.minimum(slot, cfg.budget - 1)
     frontier_live = live
   return tree
@@ -504,6 +512,45 @@ def _best(primary: jax.Array, logp: jax.Array, k: int, *,
   return jnp.lexsort((-logp, -primary))[:k]
 
 
+def _best_completions(tree_u: DecodeTree, cfg: VedConfig, num_levels: int,
+                      g: int):
+  """The g best completions: (flat index node * V + code [g], log-prob [g],
+  -inf past the pool). _unbatched_.
+
+  With `evaluate_leaves` (the paper's greedy fill) they are ranked by
+  log-prob; otherwise by `rank` (ties by log-prob, then index). A
+  completion's key only grows with its log-prob among its siblings (they
+  share the parent's V), so without leaf evaluation the g best are found
+  among each parent's g best: a top-g per row, then over N * g, instead of
+  one selection over all N * V.
+  """
+  num_nodes, vocab = tree_u.child_logp.shape
+  comp_ok, comp_logp, comp_value = completions(tree_u, num_levels)
+  if cfg.evaluate_leaves:
+    flat_logp = comp_logp.reshape(-1)
+    k = min(g, flat_logp.shape[0])
+    flat = _best(flat_logp, flat_logp, k, logp_breaks_ties=False)
+  else:   # comp_logp is -inf off the pool, and so is logp + w * V
+    by_value = cfg.rank == 'value'
+    key = rank_score(cfg, comp_logp, comp_value)
+    if by_value:
+      key = jnp.where(comp_ok, key, -jnp.inf)
+    # Siblings in the global order: by key, or by log-prob under equal V.
+    kr = min(g, vocab)
+    _, row_code = jax.lax.top_k(comp_logp if by_value else key, kr)  # [N, kr]
+    rows = jnp.arange(num_nodes)[:, None]
+    k = min(g, num_nodes * kr)
+    pick = _best(key[rows, row_code].reshape(-1),
+                 comp_logp[rows, row_code].reshape(-1), k,
+                 logp_breaks_ties=by_value)
+    flat = (pick // kr) * vocab + row_code.reshape(-1)[pick]
+  top = comp_logp.reshape(-1)[flat]
+  if k < g:
+    top = jnp.pad(top, (0, g - k), constant_values=-jnp.inf)
+    flat = jnp.pad(flat, (0, g - k))
+  return flat, top
+
+
 def _candidates_one(tree_u: DecodeTree, trie, cfg: VedConfig,
                     num_levels: int):
   """_unbatched_ candidate extraction; see step 5 of the module docstring."""
@@ -515,21 +562,7 @@ def _candidates_one(tree_u: DecodeTree, trie, cfg: VedConfig,
   order = jnp.lexsort((-tree_u.logp, -leaf_key,
                        (~is_leaf).astype(jnp.int32)))
   num_leaves = is_leaf.sum()
-  comp_ok, comp_logp, comp_value = completions(tree_u, num_levels)
-  comp_logp, comp_value = comp_logp.reshape(-1), comp_value.reshape(-1)
-  by_value = not cfg.evaluate_leaves and cfg.rank == 'value'
-  if cfg.evaluate_leaves:   # the paper's greedy fill, by log-prob
-    comp_key = comp_logp
-  else:   # comp_logp is -inf off the pool, and so is logp + w * V
-    comp_key = rank_score(cfg, comp_logp, comp_value)
-    if by_value:
-      comp_key = jnp.where(comp_ok.reshape(-1), comp_key, -jnp.inf)
-  k = min(g, comp_logp.shape[0])
-  comp_flat = _best(comp_key, comp_logp, k, logp_breaks_ties=by_value)
-  comp_top = comp_logp[comp_flat]
-  if k < g:
-    comp_top = jnp.pad(comp_top, (0, g - k), constant_values=-jnp.inf)
-    comp_flat = jnp.pad(comp_flat, (0, g - k))
+  comp_flat, comp_top = _best_completions(tree_u, cfg, num_levels, g)
   comp_node = (comp_flat // vocab).astype(jnp.int32)
   comp_code = (comp_flat % vocab).astype(jnp.int32)
 
@@ -580,10 +613,12 @@ def leaf_pool(tree_u: DecodeTree, trie, cfg: VedConfig, num_levels: int):
 def _checked_evaluator(evaluator: types.Evaluator, params, context,
                        vocab_size: int) -> Callable:
   """Binds params and user contexts; checks every output's shapes."""
-  def evaluate(rng_key, codes, depths, path_cache, path_mask):
+  def evaluate(rng_key, codes, depths, path_cache, path_mask,
+               uniform_depth=None):
     inputs = types.EvaluatorInputs(context=context, codes=codes,
                                    depths=depths, path_cache=path_cache,
-                                   path_mask=path_mask)
+                                   path_mask=path_mask,
+                                   uniform_depth=uniform_depth)
     out = evaluator(params, rng_key, inputs)
     types.check_output(out, inputs, vocab_size)
     return out
