@@ -16,6 +16,8 @@ everything (CI); `pytest tests -m "not slow"` is the edit-test loop.
 import json
 import os
 import pathlib
+import shutil
+import tempfile
 from typing import Any, Callable
 
 import numpy as np
@@ -23,6 +25,16 @@ import pytest
 
 os.environ.setdefault(
     'XLA_FLAGS', '--xla_force_host_platform_device_count=8')
+# A persistent compilation cache for this session, fresh each time and
+# shared with the `python -m launch.*` subprocesses (they inherit the
+# environment): many tests compile the same programs (the smoke run's steps
+# and searches, each run building new jitted closures), and compiling
+# dominates the suite's time on CPU. A hit returns the executable XLA would
+# have built again; traces (and trace-count checks) are unaffected.
+_XLA_CACHE = tempfile.mkdtemp(prefix='vstar_jax_tests_xla_cache_')
+os.environ['JAX_COMPILATION_CACHE_DIR'] = _XLA_CACHE
+os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
+os.environ['JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES'] = '0'
 
 import jax  # pylint: disable=g-import-not-at-top
 
@@ -39,6 +51,11 @@ def pytest_configure(config):
       'over ~5 s on 2 idle cores (deselect with -m "not slow")')
 
 
+def pytest_unconfigure(config):
+  del config
+  shutil.rmtree(_XLA_CACHE, ignore_errors=True)
+
+
 def pytest_collection_modifyitems(config, items):
   """A misspelt marker (e.g. `@pytest.mark.slwo`) is an error, not a test
   silently left in the fast tier (as --strict-markers, from here)."""
@@ -50,6 +67,18 @@ def pytest_collection_modifyitems(config, items):
         raise pytest.UsageError(
             f'{item.nodeid}: unknown marker {mark.name!r}; register it in '
             'pytest_configure in tests/conftest.py')
+
+
+@pytest.fixture(scope='module')
+def fast_compile():
+  """Most XLA optimizations off for a module's programs: compiling, not
+  running, dominates the tiny programs of tests (flax lm1b's train_test).
+  Use as `pytestmark = pytest.mark.usefixtures('fast_compile')`."""
+  name = 'jax_disable_most_optimizations'
+  before = jax.config.values[name]
+  jax.config.update(name, True)
+  yield
+  jax.config.update(name, before)
 
 
 @pytest.fixture(scope='session')

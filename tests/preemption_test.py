@@ -47,13 +47,12 @@ class _Run:
 
   def __init__(self, repo_root: pathlib.Path, workdir: pathlib.Path,
                log: pathlib.Path):
-    # 8 devices, as in this process (conftest). The runs compile the same
-    # programs: a shared persistent compilation cache spares the later ones.
+    # 8 devices, as in this process (conftest). The runs and the in-process
+    # reference compile the same programs: the session's persistent
+    # compilation cache (conftest, inherited through os.environ) spares the
+    # later ones.
     env = dict(os.environ, JAX_PLATFORMS='cpu',
-               XLA_FLAGS='--xla_force_host_platform_device_count=8',
-               JAX_COMPILATION_CACHE_DIR=str(log.parent / 'jax_cache'),
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
-               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
+               XLA_FLAGS='--xla_force_host_platform_device_count=8')
     flags = [f'--config.{k}={v}' for k, v in OVERRIDES.items()]
     self._out, self._err = log.with_suffix('.out'), log.with_suffix('.err')
     with open(self._out, 'w') as out, open(self._err, 'w') as err:

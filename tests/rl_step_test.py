@@ -18,6 +18,8 @@ from vstar_jax.rl import rollout as rollout_lib
 from vstar_jax.rl import step as rl_step_lib
 from vstar_jax.train import state as state_lib
 
+pytestmark = pytest.mark.usefixtures('fast_compile')
+
 CFG = policy.PolicyConfig(num_levels=3, vocab_size=4, max_history=4,
                           width=16, num_layers=1, num_heads=2,
                           dropout_rate=0.0, value_width=8,
@@ -178,16 +180,27 @@ def _beam_step(k: int, **cfg_kwargs):
   return net, cfg, rl_step_lib.make_rl_step(net, rollout_cfg, cfg)
 
 
+@pytest.fixture(scope='module')
+def one_update_step():
+  """(net, cfg, jitted K=1 beam step, SGD) compiled once for the module.
+
+  SGD: the update is linear in the gradient (Adam would blow gradient
+  round-off on parameters whose true gradient is 0 up to +/- lr). One
+  optimizer object, as it is static in the state (a new one retraces).
+  clip_eps as in the K=2 test; at K=1 the ratio is 1 and it cannot act.
+  """
+  net, cfg, step = _beam_step(1, clip_eps=0.05)
+  return net, cfg, jax.jit(step), optax.sgd(0.1)
+
+
 @pytest.mark.slow   # compiles whole RL steps (rollout + K updates)
-def test_one_update_per_rollout_is_one_plain_update(setup):
+def test_one_update_per_rollout_is_one_plain_update(setup, one_update_step):
   trie, params, emb, batch = setup
   b, key = batch(5), jax.random.key(7)
-  net, cfg, step = _beam_step(1)
+  net, cfg, step, sgd = one_update_step
   rollout_cfg = _beam_rollout_cfg()
-  # SGD: the update is linear in the gradient (Adam would blow gradient
-  # round-off on parameters whose true gradient is 0 up to +/- lr).
-  state = state_lib.TrainState.create(params, optax.sgd(0.1))
-  new_state, metrics = jax.jit(step)(state, params, b, trie, emb, key)
+  state = state_lib.TrainState.create(params, sgd)
+  new_state, metrics = step(state, params, b, trie, emb, key)
 
   @jax.jit
   def plain_update(state):
@@ -210,14 +223,14 @@ def test_one_update_per_rollout_is_one_plain_update(setup):
 
 
 @pytest.mark.slow   # compiles whole RL steps (rollout + K updates)
-def test_second_update_on_a_rollout_moves_and_clips_the_ratio(setup):
+def test_second_update_on_a_rollout_moves_and_clips_the_ratio(
+    setup, one_update_step):
   trie, params, emb, batch = setup
   key = jax.random.key(1)
   # A large constant LR, so that one update moves the policy past the clip;
   # one optimizer object, as it is static in the state (a new one retraces).
   tx = optax.adam(0.05)
   adam = lambda: state_lib.TrainState.create(params, tx)
-  _, _, step1 = _beam_step(1, clip_eps=0.05)
   _, _, step2 = _beam_step(2, clip_eps=0.05)
   chex.clear_trace_counter()
   step2 = jax.jit(chex.assert_max_traces(n=1)(step2))
@@ -227,8 +240,12 @@ def test_second_update_on_a_rollout_moves_and_clips_the_ratio(setup):
   assert int(state.step) == 2                       # steps count rollouts
   assert int(state.opt_state[0].count) == 4         # updates: K per step
   # The first update of a rollout is on-policy (ratio 1, nothing clipped),
-  # so K=2's means come from its second update alone.
-  _, m1 = jax.jit(step1)(adam(), params, batch(10), trie, emb, key)
+  # so K=2's means come from its second update alone. K=1's metrics are
+  # those of the rollout and the parameters before the update, whatever the
+  # optimizer: the module's compiled K=1 step (SGD) gives them.
+  _, _, step1, sgd = one_update_step
+  _, m1 = step1(state_lib.TrainState.create(params, sgd), params, batch(10),
+                trie, emb, key)
   _, m2 = step2(adam(), params, batch(10), trie, emb, key)
   assert float(m1['ratio_dev']) == 0 and float(m1['clip_frac']) == 0
   assert float(m2['ratio_dev']) > 0

@@ -14,6 +14,8 @@ from vstar_jax.models import policy
 from vstar_jax.rl import rollout as rollout_lib
 from vstar_jax.sid import trie as trie_lib
 
+pytestmark = pytest.mark.usefixtures('fast_compile')
+
 CFG = policy.PolicyConfig(num_levels=3, vocab_size=5, max_history=4,
                           width=32, num_layers=1, num_heads=2,
                           dropout_rate=0.0, value_width=8,
