@@ -15,7 +15,6 @@ start=$(date +%s)
 OUT=${OUT:?set OUT}
 TRAIN_DEADLINE_S=${TRAIN_DEADLINE_S:-330}
 EVAL_DEADLINE_S=${EVAL_DEADLINE_S:-400}
-TOTAL_S=${TOTAL_S:-585}     # the device call's limit, less packing
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
     --upgrade --target /tmp/site .whl/*.whl || exit 2
 export PYTHONPATH=/tmp/site:$PWD
