@@ -52,6 +52,12 @@ DELTA_METRIC = 'ndcg@10'
 
 
 
+def _seed_runs(folder: str) -> list[str]:
+  """The folder's run files seedK.json (not seedK.probe_*.json), sorted."""
+  return sorted(p for p in glob.glob(os.path.join(folder, 'seed*.json'))
+                if re.fullmatch(r'seed\d+\.json', os.path.basename(p)))
+
+
 def _stage_metrics(result: dict, stage: str | None):
   stages = list(result['metrics'])
   stage = stage or stages[-1]
@@ -59,7 +65,7 @@ def _stage_metrics(result: dict, stage: str | None):
 
 
 def _row(variant_dir: str, stage: str | None):
-  runs = sorted(glob.glob(os.path.join(variant_dir, 'seed*.json')))
+  runs = _seed_runs(variant_dir)
   if not runs:
     return None
   loaded = [json.load(open(p)) for p in runs]
@@ -102,7 +108,7 @@ def _delta_cell(variant_dir: str, ref_dir: str, stage: str) -> str:
     return 'ref.'
   sides = []
   for d in (variant_dir, ref_dir):
-    runs = sorted(glob.glob(os.path.join(d, 'seed*.json')))
+    runs = _seed_runs(d)
     folders = [user_ranks.folder_of(p) for p in runs]
     if not runs or not all(f.is_dir() for f in folders):
       return 'n/a'
@@ -121,7 +127,7 @@ def table(results_dir: str, name: str, ref: str | None = None) -> str:
     ref: the variant RL tables' delta column compares with ('sft' if None).
   """
   base = os.path.join(results_dir, name)
-  dirs = ([base] if glob.glob(os.path.join(base, 'seed*.json')) else
+  dirs = ([base] if _seed_runs(base) else
           sorted(d for d in glob.glob(os.path.join(base, '*'))
                  if os.path.isdir(d)))
   rows = [(d, r) for d, r in ((d, _row(d, None)) for d in dirs)
