@@ -4,11 +4,14 @@ import json
 import pathlib
 import types
 
+import jax
 import numpy as np
 import pytest
 
 from vstar_jax import errors
+from vstar_jax import parallel
 from vstar_jax.data import dataset as dataset_lib
+from vstar_jax.data import pipeline
 from vstar_jax.data import splits
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -264,15 +267,20 @@ def test_ce_control_reads_the_rl_prompts(toy, smoke_config, replay):
   rl = loop.stage_examples(config, split, 'rl')
   pool = sum(min(2, len(s) - 3) for s in toy.sequences)
   assert len(rl) == (len(split.train) if replay else pool)
-  # What the batch iterators read of a run: its config and split.
+  # What the jitted steps read of a run (its windows on the device, indexed
+  # by its iterator's rows): the CE control reads RL's batches in order.
   ce_run = types.SimpleNamespace(
       config=dataclasses.replace(config, sft=dataclasses.replace(
           config.sft, train_on='rl_prompts')),
-      exp=types.SimpleNamespace(split=split))
-  ce_batches = loop._iterator(ce_run, 'sft')
-  rl_batches = loop._iterator(ce_run, 'rl')
+      exp=types.SimpleNamespace(split=split),
+      mesh=parallel.make_mesh(data=-1, model=1))
+  ce_examples, ce_batches = loop._stage_data(ce_run, 'sft')
+  rl_examples, rl_batches = loop._stage_data(ce_run, 'rl')
+  ce_examples = splits.Examples(**jax.device_get(ce_examples))
+  rl_examples = splits.Examples(**jax.device_get(rl_examples))
   for _ in range(2 * ce_batches.batches_per_epoch + 1):   # across epochs
-    ce, prompts = next(ce_batches), next(rl_batches)
+    ce = pipeline.take(ce_examples, ce_batches.next_rows())
+    prompts = pipeline.take(rl_examples, rl_batches.next_rows())
     for key in ce:
       np.testing.assert_array_equal(ce[key], prompts[key])
   sft = loop.stage_examples(config, split, 'sft')
