@@ -11,6 +11,9 @@ from vstar_jax.decoding import beam
 from vstar_jax.models import policy
 from vstar_jax.sid import trie as trie_lib
 
+# Compiling, not running, dominates these tiny programs.
+pytestmark = pytest.mark.usefixtures('fast_compile')
+
 CFG = policy.PolicyConfig(num_levels=3, vocab_size=4, max_history=5,
                           width=32, num_layers=1, num_heads=2,
                           dropout_rate=0.0, value_width=8,
