@@ -152,9 +152,7 @@ def test_superset_ved_at_beam_budget_is_beam_search(setup):
   g = 4
   want = beam.beam_candidates(net, params, trie, history, mask,
                               beam_width=g, num_candidates=g)
-  # Beam-G's budget (no search iteration), then 15 tokens more: an odd
-  # number, not a multiple of nodes_per_iter=2.
-  for budget in (beam.decode_cost(3, g), 24):
+  for budget in (beam.decode_cost(3, g), 15, 24):
     for selection in search.SELECTIONS:
       cfg = search.preset('superset', budget=budget, num_candidates=g,
                           selection=selection, nodes_per_iter=2)
