@@ -31,7 +31,14 @@ os.environ.setdefault(
 # and searches, each run building new jitted closures), and compiling
 # dominates the suite's time on CPU. A hit returns the executable XLA would
 # have built again; traces (and trace-count checks) are unaffected.
-_XLA_CACHE = tempfile.mkdtemp(prefix='vstar_jax_tests_xla_cache_')
+# Under pytest-xdist the workers inherit the controller's cache (set before
+# they are spawned), so the processes share compiled programs too; only the
+# process that made the folder removes it.
+_OWNS_XLA_CACHE = 'VSTAR_TEST_XLA_CACHE' not in os.environ
+if _OWNS_XLA_CACHE:
+  os.environ['VSTAR_TEST_XLA_CACHE'] = tempfile.mkdtemp(
+      prefix='vstar_jax_tests_xla_cache_')
+_XLA_CACHE = os.environ['VSTAR_TEST_XLA_CACHE']
 os.environ['JAX_COMPILATION_CACHE_DIR'] = _XLA_CACHE
 os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
 os.environ['JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES'] = '0'
@@ -53,7 +60,9 @@ def pytest_configure(config):
 
 def pytest_unconfigure(config):
   del config
-  shutil.rmtree(_XLA_CACHE, ignore_errors=True)
+  if _OWNS_XLA_CACHE:
+    shutil.rmtree(_XLA_CACHE, ignore_errors=True)
+    del os.environ['VSTAR_TEST_XLA_CACHE']
 
 
 def pytest_collection_modifyitems(config, items):
