@@ -168,3 +168,40 @@ def test_superset_ved_at_beam_budget_is_beam_search(setup):
         assert (np.asarray(cands.cost) > beam.decode_cost(3, g)).all()
         assert (np.asarray(cands.logp) >=
                 np.asarray(want.logp) - 1e-5).all()
+
+
+@pytest.mark.slow
+def test_value_block_skipped_only_where_unread(setup):
+  """The superset preset reads V only at expandable depths, and only when
+  it explores: skipping it elsewhere changes no tree and no group
+  (diagnose_values=True evaluates V on every node)."""
+  _, trie, params, history, mask = setup
+  net = policy.PolicyValueNet(CFG)
+  for budget, explores in ((9, False), (15, True)):   # beam-4 costs 9
+    trees = {}
+    for diagnose in (False, True):
+      cfg = search.preset('superset', budget=budget, num_candidates=4,
+                          nodes_per_iter=2, diagnose_values=diagnose)
+      assert cfg.evaluates_value_at(0, 3) == (explores or diagnose)
+      trees[diagnose] = jax.jit(functools.partial(
+          transformer.ved_decode, net, cfg=cfg))(
+              params, trie, jax.random.key(2), history, mask)
+    (c_skip, t_skip), (c_all, t_all) = trees[False], trees[True]
+    for name in ('items', 'codes', 'logp', 'mask', 'cost'):
+      np.testing.assert_array_equal(getattr(c_skip, name),
+                                    getattr(c_all, name))
+    for name in ('code', 'parent', 'prefix', 'live', 'visits', 'iterations'):
+      np.testing.assert_array_equal(getattr(t_skip, name),
+                                    getattr(t_all, name))
+    np.testing.assert_allclose(t_skip.logp, t_all.logp, atol=1e-5)
+    live = np.asarray(t_all.live)
+    depth = np.asarray(t_all.depth)
+    value_skip, value_all = np.asarray(t_skip.value), np.asarray(t_all.value)
+    assert (value_all[live] != 0).all()           # the diagnose run has V
+    # Exploration calls mix depths and evaluate V on all their nodes; the
+    # init's depth-(L-1) nodes (slots 5..8 after the root and depth 1) not.
+    slot = np.arange(live.shape[1])[None]
+    read = (live & ((depth < 2) | (slot >= 9)) if explores
+            else np.zeros_like(live))
+    np.testing.assert_allclose(value_skip[read], value_all[read], atol=1e-5)
+    assert (value_skip[live & ~read] == 0).all()

@@ -173,6 +173,7 @@ class RolloutSettings:
   ved_selection: str = _field(one_of(*search.SELECTIONS))
   ved_normalize_depth: bool = _field()
   ved_nodes_per_iter: int = _field(at_least(1))
+  ved_diagnose_values: bool = _field()       # V on every node (rl/ved/*)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -480,7 +481,8 @@ def rollout_config(cfg: RunConfig,
           evaluate_leaves=r.ved_evaluate_leaves, rank=r.ved_rank,
           rank_weight=r.ved_rank_weight, selection=r.ved_selection,
           normalize_depth=r.ved_normalize_depth,
-          nodes_per_iter=r.ved_nodes_per_iter))
+          nodes_per_iter=r.ved_nodes_per_iter,
+          diagnose_values=r.ved_diagnose_values))
   try:
     out.validate(num_levels)
   except ValueError as e:

@@ -130,6 +130,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.rollout.ved_selection = 'tree'    # 'tree' (arg-max U) | 'walk'
   config.rollout.ved_normalize_depth = False  # G as a z-score per depth
   config.rollout.ved_nodes_per_iter = 1    # m nodes evaluated per iteration
+  # V on every node even where the search reads none (e.g. at the beam's
+  # budget with log-prob ranking), for the rl/ved/value_auc diagnostics.
+  config.rollout.ved_diagnose_values = False
 
   # V-STAR RL (spec sections 6-8).
   config.rl = ml_collections.ConfigDict()

@@ -84,10 +84,14 @@ def rollout_config(method: str, budget: int, *, num_levels: int,
                      f'G = {num_candidates}')
   if method not in METHODS:
     raise ValueError(f'method {method!r}: expected one of {METHODS}')
-  # Beam and sampling rows carry the paper's VED settings unused.
+  # Beam and sampling rows carry the paper's VED settings unused. VED rows
+  # evaluate V on every node (diagnose_values), so the value AUC columns
+  # exist even where the search reads no V; `launch.ved_speed` times the
+  # searches without it.
   name, overrides = VED_VARIANTS.get(method, ('paper', {}))
   ved = search.preset(name, budget=budget, num_candidates=num_candidates,
                       lam=lam, beta=beta, temperature=temperature,
+                      diagnose_values=True,
                       **{**overrides, **(ved_overrides or {})})
   return rollout_lib.RolloutConfig(
       kind='ved' if method in VED_VARIANTS else method,

@@ -62,6 +62,9 @@ class EvaluatorInputs:
   # Static: every node of this call has this depth (the search's init beam),
   # so a model may apply one level's output head; None: mixed depths.
   uniform_depth: int | None = None
+  # Static: False if the search never reads these nodes' values (a model may
+  # skip its value head and return zeros; their caches must stay valid).
+  needs_value: bool = True
 
 
 @chex.dataclass(frozen=True)

@@ -142,7 +142,9 @@ def ved_tree_stats(tree, target, trie, cfg):
     log-prob, or log-prob + w * V), value_auc / logp_auc / mixed_auc (AUC of
     each score for the target against the rest of the pool, over prompts
     whose pool holds the target and something else; 0.5 = chance), and
-    iterations (exploration loop iterations).
+    iterations (exploration loop iterations). The value and mixed entries
+    are left out when the search evaluated no V for the pool
+    (`VedConfig.evaluates_value_at`; set `diagnose_values` to get them).
   """
   num_levels, g = trie.num_levels, cfg.num_candidates
   items, logp, value, ok = jax.vmap(
@@ -151,8 +153,10 @@ def ved_tree_stats(tree, target, trie, cfg):
   in_pool = hit.any(1)
   has_others = (ok & ~hit).any(1)
   scored = in_pool & has_others
-  scores = {'value': value, 'logp': logp,
-            'mixed': logp + cfg.rank_weight * value}
+  scores = {'logp': logp}
+  pool_depth = num_levels if cfg.evaluate_leaves else num_levels - 1
+  if cfg.evaluates_value_at(pool_depth, num_levels):
+    scores.update(value=value, mixed=logp + cfg.rank_weight * value)
   out = {'complete_leaves': ok.sum(1).mean(), 'target_in_tree': in_pool.mean(),
          'iterations': tree.iterations.mean()}
   for name, score in scores.items():

@@ -95,10 +95,25 @@ class VedConfig:
   selection: str = 'tree'      # one of SELECTIONS
   normalize_depth: bool = False  # G as a z-score within its depth
   nodes_per_iter: int = 1      # m, nodes (tree) / children (walk) per call
+  diagnose_values: bool = False  # evaluate V where the search never reads it
 
   def init_cost(self, num_levels: int) -> int:
     evaluated_depths = num_levels if self.evaluate_leaves else num_levels - 1
     return 1 + evaluated_depths * self.init_beam
+
+  def evaluates_value_at(self, depth: int | None, num_levels: int) -> bool:
+    """Whether the search evaluates V at nodes of `depth` (None: a call of
+    mixed depths, i.e. exploration). V is read by a ranking with V (every
+    depth: leaves, or completions valued at their parent), and by selection
+    and gate during exploration, which only look at expandable depths
+    (< L, or < L - 1 without leaf evaluation). Elsewhere the model may skip
+    its value block and the tree stores V = 0, unless `diagnose_values`.
+    """
+    if self.diagnose_values or self.rank != 'logp':
+      return True
+    explores = self.budget > self.init_cost(num_levels)
+    last_expandable = num_levels - (1 if self.evaluate_leaves else 2)
+    return explores and (depth is None or depth <= last_expandable)
 
   def max_iters(self, num_levels: int) -> int:
     return self.max_iters_factor * (self.budget - self.init_cost(num_levels))
@@ -158,15 +173,15 @@ def restricted_entropy(child_logp: jax.Array) -> jax.Array:
 def _insert(tree: DecodeTree, evaluate: Callable, trie, rng_key: jax.Array,
             parent: jax.Array, code: jax.Array, depth: jax.Array,
             logp: jax.Array, write: jax.Array, slot: jax.Array,
-            num_levels: int, uniform_depth: int | None = None
-            ) -> DecodeTree:
+            num_levels: int, uniform_depth: int | None = None,
+            needs_value: bool = True) -> DecodeTree:
   """Evaluates M new nodes per user and writes those with `write` set.
 
   Args:
     tree: the current tree.
     evaluate: (rng_key, codes, depths, path_cache, path_mask,
-      uniform_depth) -> EvaluatorOutput, the evaluator with params and
-      context bound.
+      uniform_depth, needs_value) -> EvaluatorOutput, the evaluator with
+      params and context bound.
     trie: PrefixTrie.
     rng_key: typed key for the evaluator, consumed.
     parent: [B, M] parent slots (-1 for the root itself).
@@ -178,6 +193,8 @@ def _insert(tree: DecodeTree, evaluate: Callable, trie, rng_key: jax.Array,
     num_levels: L.
     uniform_depth: static, the depth of every new node if known (a hint the
       evaluator may use: `types.EvaluatorInputs.uniform_depth`).
+    needs_value: static, False if the search never reads these nodes' V
+      (`VedConfig.evaluates_value_at`; `types.EvaluatorInputs.needs_value`).
   """
   path = jax.vmap(jax.vmap(tree_lib.path_nodes, (None, 0, None)),
                   (0, 0, None))(tree.parent, parent, num_levels)  # [B, M, L]
@@ -185,7 +202,8 @@ def _insert(tree: DecodeTree, evaluate: Callable, trie, rng_key: jax.Array,
   safe_path = jnp.maximum(path, 0)
   path_cache = jax.tree_util.tree_map(
       lambda c: jax.vmap(lambda cb, pb: cb[pb])(c, safe_path), tree.cache)
-  out = evaluate(rng_key, code, depth, path_cache, path_mask, uniform_depth)
+  out = evaluate(rng_key, code, depth, path_cache, path_mask, uniform_depth,
+                 needs_value)
   parent_prefix = jnp.take_along_axis(tree.prefix, jnp.maximum(parent, 0), 1)
   prefix = jnp.where(
       parent >= 0,
@@ -236,7 +254,8 @@ def _init_tree(evaluate, trie, rng_key, cache_like, *, batch: int,
                  depth=zeros, logp=jnp.zeros((batch, 1), jnp.float32),
                  write=jnp.ones((batch, 1), bool), slot=zeros,
                  num_levels=num_levels,
-                 uniform_depth=None if cfg.evaluate_leaves else 0)
+                 uniform_depth=None if cfg.evaluate_leaves else 0,
+                 needs_value=cfg.evaluates_value_at(0, num_levels))
   frontier = zeros                      # [B, F] slots of the last depth
   frontier_live = jnp.ones((batch, 1), bool)
   last_depth = num_levels if cfg.evaluate_leaves else num_levels - 1
@@ -262,7 +281,8 @@ def _init_tree(evaluate, trie, rng_key, cache_like, *, batch: int,
     tree = _insert(tree, evaluate, trie, keys[depth], parent=parent,
                    code=code, depth=jnp.full((batch, b0), depth, jnp.int32),
                    logp=top, write=live, slot=slot, num_levels=num_levels,
-                   uniform_depth=None if cfg.evaluate_leaves else depth)
+                   uniform_depth=None if cfg.evaluate_leaves else depth,
+                   needs_value=cfg.evaluates_value_at(depth, num_levels))
     frontier = jnp.minimum(slot, cfg.budget - 1)
     frontier_live = live
   return tree
@@ -459,7 +479,8 @@ def _explore(tree: DecodeTree, evaluate, trie, rng_key, *, cfg: VedConfig
     tree = _insert(tree, evaluate, trie, evaluate_key, parent=parent,
                    code=codes, depth=depth, logp=parent_logp + child_logp,
                    write=write, slot=tree.cost[:, None] + rank - 1,
-                   num_levels=num_levels)
+                   num_levels=num_levels,
+                   needs_value=cfg.evaluates_value_at(None, num_levels))
     visits = jax.vmap(_backup, (0, 0, 0, 0, None))(
         tree.visits, tree.parent, parent, active, num_levels)
     return it + 1, key, tree.replace(visits=visits)
@@ -614,11 +635,12 @@ def _checked_evaluator(evaluator: types.Evaluator, params, context,
                        vocab_size: int) -> Callable:
   """Binds params and user contexts; checks every output's shapes."""
   def evaluate(rng_key, codes, depths, path_cache, path_mask,
-               uniform_depth=None):
+               uniform_depth=None, needs_value=True):
     inputs = types.EvaluatorInputs(context=context, codes=codes,
                                    depths=depths, path_cache=path_cache,
                                    path_mask=path_mask,
-                                   uniform_depth=uniform_depth)
+                                   uniform_depth=uniform_depth,
+                                   needs_value=needs_value)
     out = evaluator(params, rng_key, inputs)
     types.check_output(out, inputs, vocab_size)
     return out
