@@ -3,9 +3,10 @@
 One flax module, one parameter pytree: a prefix-LM transformer whose prefix is
 the user's history (each item one token, the sum of its SID code embeddings
 plus a recency embedding and, with `num_items` > 0, a learned embedding of
-the item's id: hybrid ID + SID inputs) and whose decoder tokens are the SID path of the
-next item: BOS, y_1, ..., y_L. The token at depth d (BOS is depth 0) emits the
-logits of level d+1 and the value of the prefix state s_d = (x, y_<=d).
+the item's id: hybrid ID + SID inputs) and whose decoder tokens are the SID
+path of the next item: BOS, y_1, ..., y_L. The token at depth d (BOS is
+depth 0) emits the logits of level d+1 and the value of the prefix state
+s_d = (x, y_<=d).
 
 The value head is a shallow transformer block plus an MLP over the trunk's
 hidden states (spec section 3). Whether its loss reaches the trunk is

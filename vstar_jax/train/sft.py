@@ -56,7 +56,7 @@ def token_nll(logp: jax.Array, target_codes: jax.Array, valid: jax.Array,
 def sft_loss(params, batch, trie, rng_key, *, net: policy.PolicyValueNet,
              constrained: bool, label_smoothing: float = 0.0,
              train: bool = True):
-  """Mean per-example SID negative log-likelihood.
+  """Mean per-example SID cross-entropy (the NLL without label smoothing).
 
   Args:
     params: policy/value parameters.
