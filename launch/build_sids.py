@@ -7,6 +7,9 @@ Reads `<dataset>.{inter,item}.json[.gz]` from --data_dir, renders each item's
 text (--text_fields, --max_description_words), embeds it with MiniLM (cached
 in --cache_dir) or takes --embeddings, runs residual k-means and collision
 resolution (vstar_jax.sid.build) and writes, all or nothing:
+  (--embeddings=a.npy,b.npy: several files, each row-L2-normalised, then
+  concatenated, e.g. text + CF from launch.export_item_embeddings; one file
+  is used as is.)
   <out_dir>/<dataset>.index.json.gz  LC-Rec SIDs, keys = the item ids
   <out_dir>/embeddings.npy           float32 [N, D], rows in item id order
   <out_dir>/sid_stats.json           config, k-means and SID stats before and
@@ -47,9 +50,11 @@ _DATASET = flags.DEFINE_string(
     'dataset', None, 'Dataset file stem, e.g. Scientific.', required=True)
 _OUT_DIR = flags.DEFINE_string('out_dir', None, 'Output folder.',
                                required=True)
-_EMBEDDINGS = flags.DEFINE_string(
+_EMBEDDINGS = flags.DEFINE_list(
     'embeddings', None, 'Skip text encoding: a .npy float [N, D] with one row '
-    'per catalogue item in item id order (e.g. a previous embeddings.npy).')
+    'per catalogue item in item id order (e.g. a previous embeddings.npy, or '
+    'launch.export_item_embeddings of a SASRec run); several '
+    'comma-separated files are each row-L2-normalised and concatenated.')
 _CACHE_DIR = flags.DEFINE_string(
     'cache_dir', None, 'Embedding cache folder, keyed by model files and '
     'item texts. Default: <out_dir>/../.cache; empty: no cache.')
@@ -107,6 +112,21 @@ def _load_embeddings(path: str, num_items: int) -> np.ndarray:
   return embeddings
 
 
+def _given_embeddings(paths: list[str], num_items: int
+                      ) -> tuple[np.ndarray, dict[str, object]]:
+  """--embeddings: one file as is, or several normalised and concatenated."""
+  if not paths or len(set(paths)) != len(paths) or '' in paths:
+    raise errors.EmbeddingsError(
+        f'--embeddings={",".join(paths)}: expected one or more distinct '
+        '.npy paths')
+  if len(paths) == 1:
+    return _load_embeddings(paths[0], num_items), {'file': paths[0]}
+  embeddings = build.concat_normalized(
+      {path: _load_embeddings(path, num_items) for path in paths})
+  return embeddings, {'files': paths,
+                      'combined': 'rows L2-normalised per file, concatenated'}
+
+
 def _run() -> str:
   """Builds and writes the outputs; returns the summary line."""
   start = time.perf_counter()
@@ -124,8 +144,8 @@ def _run() -> str:
 
   phase = time.perf_counter()
   if _EMBEDDINGS.value is not None:
-    embeddings = _load_embeddings(_EMBEDDINGS.value, dataset.num_items)
-    source = {'file': _EMBEDDINGS.value}
+    embeddings, source = _given_embeddings(_EMBEDDINGS.value,
+                                           dataset.num_items)
   else:
     embeddings = build.dataset_embeddings(
         dataset, text_config=text_config, cache_dir=cache_dir,

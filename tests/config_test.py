@@ -98,6 +98,18 @@ def test_values_are_typed(smoke_dict):
     ({'stages': 'sft,rl', 'model.kind': 'sasrec'},
      "config.stages='sft,rl': config.model.kind='sasrec' has no SID policy "
      "for RL (expected 'sid')"),
+    ({'sft.label_smoothing': 1.0},
+     'config.sft.label_smoothing=1.0: must be in [0, 1)'),
+    ({'sft.label_smoothing': -0.1},
+     'config.sft.label_smoothing=-0.1: must be in [0, 1)'),
+    ({'model.item_id_embedding': 1},
+     'config.model.item_id_embedding=1: expected True or False'),
+    ({'model.kind': 'sasrec', 'model.item_id_embedding': True},
+     "config.model.item_id_embedding=True: a SID-policy switch; "
+     "config.model.kind='sasrec' needs False"),
+    ({'model.kind': 'sasrec', 'sft.label_smoothing': 0.1},
+     "config.sft.label_smoothing=0.1: a SID-policy switch; "
+     "config.model.kind='sasrec' needs 0.0"),
 ])
 def test_bad_values_name_field_and_allowed(overrides, message):
   assert _error(**overrides) == message
@@ -148,8 +160,14 @@ def test_library_configs_take_every_field(smoke_dict):
   rollout = config_lib.rollout_config(cfg, 3)
   # kappa x (1 + (L - 1) B0) = 2 x (1 + 2 x 2) decoder tokens.
   assert rollout.ved.budget == 10 and rollout.ved.init_beam == 2
-  net = config_lib.policy_config(cfg, num_levels=3, vocab_size=4)
+  net = config_lib.policy_config(cfg, num_levels=3, vocab_size=4,
+                                 num_items=40)
   assert (net.width, net.num_heads, net.max_history) == (32, 2, 5)
+  assert net.num_items == 0                  # the item-id embedding is off
+  hybrid = config_lib.policy_config(
+      config_lib.parse(smoke_dict(**{'model.item_id_embedding': True})),
+      num_levels=3, vocab_size=4, num_items=40)
+  assert hybrid.num_items == 40
 
 
 def test_saved_config_round_trips_and_old_runs_load(smoke_dict):

@@ -184,3 +184,14 @@ def _sft_losses(workdir) -> dict[tuple[int, str], float]:
 def sft_losses() -> Callable[..., dict[tuple[int, str], float]]:
   """`sft_losses(workdir) -> {(step, name): value}` (see _sft_losses)."""
   return _sft_losses
+
+
+@pytest.fixture(scope='session')
+def sasrec_toy_run(tmp_path_factory) -> pathlib.Path:
+  """The work directory of a trained toy SASRec run (the smoke config's
+  data and 8 SFT steps, model.kind='sasrec')."""
+  from vstar_jax.train import loop  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path_factory.mktemp('sasrec_toy') / 'run'
+  loop.train_and_evaluate(_smoke_config(**{'model.kind': 'sasrec'}),
+                          str(workdir))
+  return workdir

@@ -62,24 +62,34 @@ def _log_rows(workdir):
     return [json.loads(line) for line in f]
 
 
-# (stage, overrides, steps run, traces of the N=4 run: calls of 4 and of 1).
-STAGES = {'sft': (SFT, 8, 1), 'rl': (RL, 9, 2)}
+# The generative-model levers of issue 14 that change the SFT step.
+LEVERS = {'model.item_id_embedding': True, 'sft.label_smoothing': 0.1}
+
+# name: (stage, overrides, steps run, traces of the N=4 run: calls of 4 and
+# of 1).
+STAGES = {'sft': ('sft', SFT, 8, 1), 'rl': ('rl', RL, 9, 2),
+          'sft_levers': ('sft', {**SFT, **LEVERS}, 8, 1),
+          'rl_levers': ('rl', {**RL, **LEVERS}, 9, 2)}
 
 
 @pytest.mark.parametrize('mesh', MESHES)
 @pytest.mark.parametrize('name', [
-    'sft', pytest.param('rl', marks=pytest.mark.slow)])
+    'sft', pytest.param('rl', marks=pytest.mark.slow),
+    pytest.param('sft_levers', marks=pytest.mark.slow),
+    pytest.param('rl_levers', marks=pytest.mark.slow)])
 def test_four_steps_per_call_equal_one(tmp_path, name, mesh, smoke_config):
-  overrides, steps, traces = STAGES[name]
-  one, one_traces, _ = _train_stage(smoke_config, tmp_path / 'n1', name, **overrides,
-                                    **MESHES[mesh], steps_per_call=1)
+  stage, overrides, steps, traces = STAGES[name]
+  one, one_traces, _ = _train_stage(smoke_config, tmp_path / 'n1', stage,
+                                    **overrides, **MESHES[mesh],
+                                    steps_per_call=1)
   four, four_traces, summary = _train_stage(
-      smoke_config, tmp_path / 'n4', name, **overrides, **MESHES[mesh], steps_per_call=4)
+      smoke_config, tmp_path / 'n4', stage, **overrides, **MESHES[mesh],
+      steps_per_call=4)
   assert summary['steps'] == steps
   assert (one_traces, four_traces) == (1, traces)   # once per call size
   chex.assert_trees_all_close(four, one, rtol=1e-4, atol=1e-6)
   # The logged means of the same per-step metrics, at the same steps.
-  loss = f'{name}/loss'
+  loss = f'{stage}/loss'
   logged = lambda run: {r['step']: r[loss] for r in _log_rows(tmp_path / run)
                         if loss in r}
   assert sorted(logged('n4')) == sorted(logged('n1')) == sorted({4, 8, steps})

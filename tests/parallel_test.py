@@ -6,6 +6,7 @@ most XLA optimizations off, and the RL step (VED inside, the costliest) only
 on 1 device and under FSDP, which splits the batch over 'data' exactly as
 data parallelism does and the parameters on top.
 """
+import dataclasses
 import functools
 
 import chex
@@ -70,24 +71,24 @@ def _adamw():
                      optax.adamw(1e-2, eps=1e-3, weight_decay=0.01))
 
 
-def _setup(name, tx):
+def _setup(name, tx, cfg=CFG):
   num_devices, fsdp = MESHES[name]
   mesh = parallel.make_mesh(jax.devices()[:num_devices], data=-1, model=1)
   state, sharding = parallel.create_sharded(
       lambda key: state_lib.TrainState.create(
-          policy.init_params(CFG, key), tx),
+          policy.init_params(cfg, key), tx),
       lambda a: parallel.tree_shardings(mesh, a, fsdp=fsdp,
                                         fsdp_min_size=FSDP_MIN_SIZE),
       jax.random.key(0))
   return mesh, state, sharding
 
 
-def _run_sft(toy, name):
+def _run_sft(toy, name, cfg=CFG):
   trie, _, batches = toy
-  mesh, state, sharding = _setup(name, _adamw())
+  mesh, state, sharding = _setup(name, _adamw(), cfg)
   traces = []
   step = loop.jit_sft_step(
-      _counted(sft.make_sft_step(policy.PolicyValueNet(CFG)), traces), mesh,
+      _counted(sft.make_sft_step(policy.PolicyValueNet(cfg)), traces), mesh,
       sharding)
   repl = parallel.replicated(mesh)
   trie, key = parallel.host_to_global((trie, jax.random.key(1)), repl)
@@ -137,7 +138,11 @@ def runs(toy):
   """{'sft'|'rl': {mesh name: (state, shardings, losses [2], traces)}}."""
   jax.config.update('jax_disable_most_optimizations', True)
   try:
+    # The hybrid item-id table [N, D] is split over 'data' under FSDP.
+    hybrid = dataclasses.replace(CFG, num_items=toy[0].num_items)
     return {'sft': {name: _run_sft(toy, name) for name in MESHES},
+            'sft_item_ids': {name: _run_sft(toy, name, hybrid)
+                             for name in RL_MESHES},
             'rl': {name: _run_rl(toy, name) for name in RL_MESHES}}
   finally:
     jax.config.update('jax_disable_most_optimizations', False)
@@ -159,9 +164,10 @@ def _assert_same_as_one_device(runs, name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('name', ['data_parallel', 'fsdp'])
-def test_sharded_sft_step_equals_one_device(runs, name):
-  _assert_same_as_one_device(runs['sft'], name)
+@pytest.mark.parametrize('stage,name', [
+    ('sft', 'data_parallel'), ('sft', 'fsdp'), ('sft_item_ids', 'fsdp')])
+def test_sharded_sft_step_equals_one_device(runs, stage, name):
+  _assert_same_as_one_device(runs[stage], name)
 
 
 @pytest.mark.slow
@@ -186,6 +192,8 @@ def test_state_stays_on_its_shardings(runs):
     assert len(_specs(fsdp_state.params)) > 1
     kernel_specs = [s for s in _specs(fsdp_state.opt_state) if s != P()]
     assert kernel_specs and all('data' in s for s in kernel_specs)
+  item_table = runs['sft_item_ids']['fsdp'][0].params['item_embed']
+  assert 'data' in item_table.sharding.spec
 
 
 def test_fsdp_spec_picks_largest_divisible_dimension():

@@ -1,4 +1,5 @@
 """Policy/value network: teacher forcing equals incremental decoding."""
+import dataclasses
 import functools
 
 import chex
@@ -89,3 +90,67 @@ def test_masked_log_softmax_dead_row():
   np.testing.assert_allclose(jnp.exp(logp[0]).sum(), 1.0, rtol=1e-6)
   assert logp[0, 1] == -jnp.inf
   assert bool(jnp.all(logp[1] == -jnp.inf))
+
+
+HYBRID = dataclasses.replace(CFG, num_items=10)
+
+
+def _items(seed=0, batch=3):
+  rng = np.random.default_rng(seed)
+  return jnp.asarray(rng.integers(0, HYBRID.num_items,
+                                  (batch, CFG.max_history)), jnp.int32)
+
+
+def test_item_id_embedding_changes_encoding_only_when_on(params):
+  hist, mask, target = _batch(3)
+  items = _items(3)
+  other = (items + 1) % HYBRID.num_items
+  apply_off = jax.jit(policy.PolicyValueNet(CFG).apply)
+  # Off: the ids are not read, and there is no table.
+  assert 'item_embed' not in params
+  np.testing.assert_array_equal(
+      apply_off({'params': params}, hist, mask, target, history_items=items)[0],
+      apply_off({'params': params}, hist, mask, target, history_items=other)[0])
+  # On: the same non-id parameters plus a table; the ids change the logits,
+  # but not through padded positions.
+  hybrid = jax.jit(policy.init_params, static_argnums=0)(
+      HYBRID, jax.random.key(0))
+  chex.assert_shape(hybrid['item_embed'], (HYBRID.num_items, HYBRID.width))
+  chex.assert_trees_all_equal(
+      {k: v for k, v in hybrid.items() if k != 'item_embed'}, params)
+  apply_on = jax.jit(policy.PolicyValueNet(HYBRID).apply)
+  logits = apply_on({'params': hybrid}, hist, mask, target,
+                    history_items=items)[0]
+  assert not np.allclose(
+      logits, apply_on({'params': hybrid}, hist, mask, target,
+                       history_items=other)[0], atol=1e-5)
+  padded_changed = jnp.where(mask, items, other)
+  np.testing.assert_allclose(
+      logits, apply_on({'params': hybrid}, hist, mask, target,
+                       history_items=padded_changed)[0], atol=1e-6)
+  # A zero table is the SID-only model.
+  zeroed = dict(hybrid, item_embed=jnp.zeros_like(hybrid['item_embed']))
+  np.testing.assert_allclose(
+      apply_on({'params': zeroed}, hist, mask, target, history_items=items)[0],
+      apply_off({'params': params}, hist, mask, target)[0], atol=1e-6)
+  with pytest.raises(ValueError, match='needs history_items'):
+    apply_on({'params': hybrid}, hist, mask, target)
+
+
+def test_item_id_embedding_gradient_reaches_seen_rows_only():
+  hist, mask, target = _batch(4)
+  items = _items(4)
+  hybrid = policy.init_params(HYBRID, jax.random.key(1))
+  net = policy.PolicyValueNet(HYBRID)
+
+  def loss(p):
+    logits, values = net.apply({'params': p}, hist, mask, target,
+                               history_items=items)
+    return jnp.sum(logits ** 2) + jnp.sum(values ** 2)
+
+  grad = jax.jit(jax.grad(loss))(hybrid)['item_embed']
+  row_norm = np.linalg.norm(np.asarray(grad), axis=1)
+  seen = np.zeros(HYBRID.num_items, bool)
+  seen[np.asarray(items)[np.asarray(mask)]] = True
+  assert np.all(row_norm[seen] > 0)
+  np.testing.assert_array_equal(row_norm[~seen], 0.)

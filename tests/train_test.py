@@ -25,7 +25,8 @@ def toy(smoke_config):
   config = smoke_config()
   exp = experiment.load_experiment(config)
   net = policy.PolicyValueNet(config_lib.policy_config(
-      config, num_levels=exp.num_levels, vocab_size=exp.vocab_size))
+      config, num_levels=exp.num_levels, vocab_size=exp.vocab_size,
+      num_items=exp.dataset.num_items))
   batch = {
       'history': jnp.asarray(exp.split.train.history[:16]),
       'history_mask': jnp.asarray(exp.split.train.history_mask[:16]),
@@ -69,6 +70,54 @@ def test_padding_rows_carry_no_weight(toy):
   loss = lambda b: sft.sft_loss(params, b, exp.trie, jax.random.key(0),
                                 net=net, constrained=True, train=False)[0]
   np.testing.assert_allclose(loss(half), loss(garbage), rtol=1e-6)
+
+
+def test_token_nll_label_smoothing_matches_numpy():
+  # Two examples, two levels, four codes; invalid codes vary per row.
+  valid = np.array([[[1, 1, 0, 1], [0, 1, 1, 0]],
+                    [[1, 1, 1, 1], [1, 0, 0, 0]]], bool)
+  logits = np.random.default_rng(0).normal(size=valid.shape).astype(
+      np.float32)
+  target = np.array([[3, 2], [0, 0]], np.int32)
+  logp = policy.masked_log_softmax(jnp.asarray(logits), jnp.asarray(valid))
+  want = np.zeros(target.shape, np.float32)
+  for b, l in np.ndindex(*target.shape):
+    ok = valid[b, l]
+    row = logits[b, l, ok] - np.log(np.exp(logits[b, l, ok]).sum())
+    soft = np.full(ok.sum(), 0.1 / ok.sum())      # eps over valid codes
+    soft[np.flatnonzero(ok) == target[b, l]] += 0.9
+    want[b, l] = -(soft * row).sum()
+  got = sft.token_nll(logp, jnp.asarray(target), jnp.asarray(valid), 0.1)
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  # eps = 0: the plain NLL; a single valid code: nothing to smooth over.
+  plain = -np.take_along_axis(np.asarray(logp), target[..., None], -1)[..., 0]
+  np.testing.assert_array_equal(
+      sft.token_nll(logp, jnp.asarray(target), jnp.asarray(valid), 0.0),
+      plain)
+  np.testing.assert_allclose(got[1, 1], plain[1, 1], atol=1e-6)
+
+
+def test_label_smoothing_zero_is_the_nll_and_positive_is_logged(toy):
+  _, exp, net, batch = toy
+  params = _state(net).params
+  loss = lambda eps: sft.sft_loss(params, batch, exp.trie, jax.random.key(0),
+                                  net=net, constrained=True,
+                                  label_smoothing=eps, train=False)
+  plain, plain_metrics = loss(0.0)
+  codes = jnp.take(exp.trie.codes, batch['target'], axis=0)
+  logits, _ = net.apply({'params': params},
+                        jnp.take(exp.trie.codes, batch['history'], axis=0),
+                        batch['history_mask'], codes, with_value=False,
+                        history_items=batch['history'])
+  logp = policy.masked_log_softmax(
+      logits, sft.target_valid_masks(exp.trie, batch['target']))
+  nll = -jnp.take_along_axis(logp, codes[..., None], -1).sum((1, 2)).mean()
+  np.testing.assert_allclose(plain, nll, rtol=1e-6)
+  assert 'nll' not in plain_metrics
+  smoothed, metrics = loss(0.1)
+  np.testing.assert_allclose(metrics['nll'], plain, rtol=1e-6)
+  np.testing.assert_allclose(metrics['loss'], smoothed)
+  assert np.isfinite(smoothed) and smoothed != plain
 
 
 @pytest.mark.slow

@@ -83,6 +83,10 @@ def _stages(stages: str) -> Optional[str]:
   return None
 
 
+def _below_one(v) -> Optional[str]:
+  return None if 0.0 <= v < 1.0 else 'must be in [0, 1)'
+
+
 def _finite(v) -> Optional[str]:
   return None if math.isfinite(v) else 'must be finite'
 
@@ -124,6 +128,7 @@ class ModelConfig:
   value_width: int = _field(at_least(1))
   value_grad_to_trunk: bool = _field()
   dtype: str = _field(one_of(*DTYPES))
+  item_id_embedding: bool = _field()       # sid only: hybrid ID + SID inputs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,6 +150,7 @@ class SftConfig(_StageSettings):
   end_lr_ratio: float = _field(between(0.0, 1.0))   # 1: constant after warmup
   constrained_softmax: bool = _field()
   train_on: str = _field(one_of(*splits.SFT_TRAIN_ON))
+  label_smoothing: float = _field(_below_one)   # sid only
 
 
 @dataclasses.dataclass(frozen=True)
@@ -392,6 +398,15 @@ def _check_cross_fields(cfg: RunConfig) -> None:
     raise errors.ConfigError(
         "config.init_from='': config.stages='rl' starts from the SFT "
         'checkpoint of a run directory; set config.init_from to one')
+  if m.kind != 'sid':
+    for name, value, off in (('model.item_id_embedding', m.item_id_embedding,
+                              False),
+                             ('sft.label_smoothing', cfg.sft.label_smoothing,
+                              0.0)):
+      if value != off:
+        raise errors.ConfigError(
+            f'config.{name}={value!r}: a SID-policy switch; '
+            f'config.model.kind={m.kind!r} needs {off!r}')
   if 'rl' in cfg.stage_list and m.kind != 'sid':
     raise errors.ConfigError(
         f'config.stages={cfg.stages!r}: config.model.kind={m.kind!r} has no '
@@ -445,15 +460,17 @@ def check_batch_sizes(cfg: RunConfig, mesh: jax.sharding.Mesh) -> None:
 # -- the library's static configs --------------------------------------------
 
 
-def policy_config(cfg: RunConfig, *, num_levels: int,
-                  vocab_size: int) -> policy.PolicyConfig:
+def policy_config(cfg: RunConfig, *, num_levels: int, vocab_size: int,
+                  num_items: int) -> policy.PolicyConfig:
+  """The policy's architecture; num_items = N of the catalogue."""
   m = cfg.model
   return policy.PolicyConfig(
       num_levels=num_levels, vocab_size=vocab_size,
       max_history=cfg.data.max_history, width=m.width,
       num_layers=m.num_layers, num_heads=m.num_heads, mlp_ratio=m.mlp_ratio,
       dropout_rate=m.dropout_rate, value_width=m.value_width,
-      value_grad_to_trunk=m.value_grad_to_trunk, dtype=m.dtype)
+      value_grad_to_trunk=m.value_grad_to_trunk, dtype=m.dtype,
+      num_items=num_items if m.item_id_embedding else 0)
 
 
 def sasrec_config(cfg: RunConfig, *, num_items: int) -> sasrec.SasrecConfig:

@@ -84,6 +84,10 @@ def base_config() -> ml_collections.ConfigDict:
   config.model.value_width = 128
   config.model.value_grad_to_trunk = True
   config.model.dtype = 'float32'           # compute dtype; or 'bfloat16'
+  # Hybrid ID + SID inputs (sid): each history item's token also gets a
+  # learned per-item embedding [num_items, width]; decoded tokens stay SID
+  # codes.
+  config.model.item_id_embedding = False
 
   config.sft = ml_collections.ConfigDict()
   config.sft.batch_size = 256
@@ -102,6 +106,10 @@ def base_config() -> ml_collections.ConfigDict:
   # Learning rate at the end of the cosine, relative to the peak; 1.0 keeps
   # it constant after the warmup.
   config.sft.end_lr_ratio = 0.0
+  # Label smoothing eps in [0, 1) of the next-code cross-entropy (sid): eps
+  # spread over the codes the softmax covers (the trie-valid ones when
+  # constrained_softmax). Also the CE control's loss.
+  config.sft.label_smoothing = 0.0
 
   # SASRec's loss (config.model.kind='sasrec'): 'full' softmax over all
   # items, or 'sampled' softmax over the target and num_negatives items drawn

@@ -69,10 +69,10 @@ class HostTrieBeamSearch:
     self._step = jax.jit(self._step_fn)
     self.seconds = {'device': 0., 'mask': 0., 'select': 0.}
 
-  def _prefill_fn(self, params, hist_codes, history_mask):
+  def _prefill_fn(self, params, hist_codes, history_mask, history):
     """History encoding and the BOS token: logits [B, 1, V], path caches."""
     context = self.net.apply({'params': params}, hist_codes, history_mask,
-                             with_value=False,
+                             with_value=False, history_items=history,
                              method=self.net.encode_history)
     logits, paths = incremental.start(self.net, params, context)
     return context, logits, paths
@@ -97,7 +97,8 @@ class HostTrieBeamSearch:
     num_levels = self.codes.shape[1]
     hist_codes = self.codes[np.maximum(history, 0)]
     context, logits, paths = self._prefill(
-        params, jax.device_put(hist_codes), jax.device_put(history_mask))
+        params, jax.device_put(hist_codes), jax.device_put(history_mask),
+        jax.device_put(history))
     prefixes = [()] * batch                    # one root beam per user
     scores = np.zeros((batch, 1), np.float32)
     for level in range(num_levels):

@@ -35,7 +35,8 @@ def encode(net: policy.PolicyValueNet, params, item_codes, history,
   """
   hist_codes = jnp.take(item_codes, jnp.maximum(history, 0), axis=0)
   return net.apply({'params': params}, hist_codes, history_mask,
-                   with_value=with_value, method=net.encode_history)
+                   with_value=with_value, history_items=history,
+                   method=net.encode_history)
 
 
 def start(net: policy.PolicyValueNet, params, context: policy.Context):

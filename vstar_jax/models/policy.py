@@ -2,9 +2,11 @@
 
 One flax module, one parameter pytree: a prefix-LM transformer whose prefix is
 the user's history (each item one token, the sum of its SID code embeddings
-plus a recency embedding) and whose decoder tokens are the SID path of the
-next item: BOS, y_1, ..., y_L. The token at depth d (BOS is depth 0) emits the
-logits of level d+1 and the value of the prefix state s_d = (x, y_<=d).
+plus a recency embedding and, with `num_items` > 0, a learned embedding of
+the item's id: hybrid ID + SID inputs) and whose decoder tokens are the SID
+path of the next item: BOS, y_1, ..., y_L. The token at depth d (BOS is
+depth 0) emits the logits of level d+1 and the value of the prefix state
+s_d = (x, y_<=d).
 
 The value head is a shallow transformer block plus an MLP over the trunk's
 hidden states (spec section 3). Whether its loss reaches the trunk is
@@ -48,6 +50,9 @@ class PolicyConfig:
   value_width: int
   value_grad_to_trunk: bool
   dtype: str                     # compute dtype; parameters stay float32
+  # N > 0: history tokens also get a learned [N, D] item-id embedding
+  # (decoder tokens stay SID codes); 0: SID codes only.
+  num_items: int = 0
 
   @property
   def head_dim(self) -> int:
@@ -119,6 +124,11 @@ class PolicyValueNet(nn.Module):
     self.value_hidden = nn.Dense(cfg.value_width, name='value_hidden')
     self.value_out = nn.Dense(1, name='value_out')
     self.dropout = nn.Dropout(cfg.dropout_rate)
+    if cfg.num_items:
+      # Created last: parameters draw their init keys in creation order, so
+      # the other parameters start as in the SID-only model.
+      self.item_embed = self.param(
+          'item_embed', init, (cfg.num_items, cfg.width))
 
   # -- embeddings ------------------------------------------------------------
 
@@ -127,10 +137,16 @@ class PolicyValueNet(nn.Module):
     flat = levels * self.cfg.vocab_size + jnp.maximum(codes, 0)
     return jnp.take(self.code_embed, flat, axis=0)
 
-  def _history_tokens(self, history_codes, history_mask):
-    """[B, T, L] codes, [B, T] mask -> [B, T, D] item tokens."""
+  def _history_tokens(self, history_codes, history_mask, history_items):
+    """[B, T, L] codes, [B, T] mask, [B, T] ids -> [B, T, D] item tokens."""
     num_levels = self.cfg.num_levels
     emb = self._embed_codes(history_codes, jnp.arange(num_levels)).sum(-2)
+    if self.cfg.num_items:
+      if history_items is None:
+        raise ValueError('PolicyConfig.num_items > 0 needs history_items')
+      chex.assert_equal_shape([history_items, history_mask])
+      emb = emb + jnp.take(self.item_embed, jnp.maximum(history_items, 0),
+                           axis=0)
     # Recency rank 0 = the most recent real item, whatever the padding side.
     rank = jnp.cumsum(history_mask[:, ::-1], axis=1)[:, ::-1] - 1
     emb = emb + jnp.take(self.recency_embed, jnp.maximum(rank, 0), axis=0)
@@ -157,7 +173,8 @@ class PolicyValueNet(nn.Module):
 
   def encode_history(self, history_codes, history_mask,
                      deterministic: bool = True,
-                     with_value: bool = True) -> Context:
+                     with_value: bool = True,
+                     history_items: Optional[jax.Array] = None) -> Context:
     """Runs the history prefix through every layer once.
 
     Args:
@@ -165,13 +182,16 @@ class PolicyValueNet(nn.Module):
       history_mask: [B, T] bool, True = real item.
       deterministic: disables dropout.
       with_value: also encode for the value block (Y = num_layers + 1).
+      history_items: [B, T] int32 item indices of the history (padding any
+        value); read iff cfg.num_items > 0, required then.
 
     Returns:
       The Context the decoder tokens attend to.
     """
     chex.assert_rank([history_codes, history_mask], [3, 2])
     dtype = jnp.dtype(self.cfg.dtype)
-    x = self._history_tokens(history_codes, history_mask).astype(dtype)
+    x = self._history_tokens(history_codes, history_mask,
+                             history_items).astype(dtype)
     x = self.dropout(x, deterministic=deterministic)
     mask = layers.prefix_lm_mask(history_mask)
     ks, vs = [], []
@@ -255,7 +275,8 @@ class PolicyValueNet(nn.Module):
         all_logits, level[..., None, None], axis=-2)[..., 0, :]
 
   def __call__(self, history_codes, history_mask, target_codes,
-               deterministic: bool = True, with_value: bool = True):
+               deterministic: bool = True, with_value: bool = True,
+               history_items: Optional[jax.Array] = None):
     """Teacher forcing over the full SID path of the target item.
 
     Args:
@@ -264,6 +285,7 @@ class PolicyValueNet(nn.Module):
       target_codes: [B, L] int32 SID of the target item.
       deterministic: disables dropout.
       with_value: also compute the values.
+      history_items: [B, T] int32 item indices (see encode_history).
 
     Returns:
       (logits [B, L, V] float32 for levels 1..L, values [B, L+1] float32 of
@@ -272,7 +294,7 @@ class PolicyValueNet(nn.Module):
     chex.assert_rank(target_codes, 2)
     batch, num_levels = target_codes.shape
     context = self.encode_history(history_codes, history_mask, deterministic,
-                                  with_value)
+                                  with_value, history_items)
     codes = jnp.concatenate(
         [jnp.zeros((batch, 1), jnp.int32), target_codes], axis=1)[:, None]
     depths = jnp.broadcast_to(jnp.arange(num_levels + 1), codes.shape)
@@ -292,7 +314,8 @@ def init_params(cfg: PolicyConfig, rng_key: jax.Array):
       rng_key,
       jnp.zeros((batch, hist, cfg.num_levels), jnp.int32),
       jnp.ones((batch, hist), bool),
-      jnp.zeros((batch, cfg.num_levels), jnp.int32))['params']
+      jnp.zeros((batch, cfg.num_levels), jnp.int32),
+      history_items=jnp.zeros((batch, hist), jnp.int32))['params']
 
 
 def masked_log_softmax(logits: jax.Array, valid_mask: jax.Array) -> jax.Array:

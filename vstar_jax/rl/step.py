@@ -177,7 +177,8 @@ def _teacher_forced(net, params, trie, history, history_mask, codes,
   hist_codes = jnp.take(trie.codes, jnp.maximum(history, 0), axis=0)
   variables = {'params': params}
   context = net.apply(variables, hist_codes, history_mask,
-                      with_value=with_value, method=net.encode_history)
+                      with_value=with_value, history_items=history,
+                      method=net.encode_history)
   tokens = jnp.concatenate([jnp.zeros((batch, g, 1), jnp.int32), codes], -1)
   depths = jnp.broadcast_to(jnp.arange(num_levels + 1), tokens.shape)
   out = net.apply(variables, context, tokens, depths,

@@ -108,6 +108,40 @@ def dataset_embeddings(
   return embed.embed_texts(texts, model_dir=model_dir, cache_dir=cache_dir)
 
 
+def concat_normalized(parts: dict[str, np.ndarray]) -> np.ndarray:
+  """Row-L2-normalised embeddings side by side (e.g. text + CF).
+
+  Normalising first gives each source an equal share of every distance
+  (both blocks have unit-norm rows), whatever its scale or width.
+
+  Args:
+    parts: name (for errors, e.g. the file) -> [N, D_i] float embeddings,
+      the same N rows in the same item order; checked here.
+
+  Returns:
+    [N, sum D_i] float32.
+
+  Raises:
+    EmbeddingsError: a bad array, row counts that differ or a zero row.
+  """
+  out, num_rows = [], None
+  for name, emb in parts.items():
+    rkmeans.check_embeddings(emb, name=name)
+    if num_rows is not None and emb.shape[0] != num_rows:
+      raise errors.EmbeddingsError(
+          f'{name}: {emb.shape[0]} rows, but {next(iter(parts))} has '
+          f'{num_rows}')
+    num_rows = emb.shape[0]
+    norm = np.linalg.norm(emb.astype(np.float64), axis=1, keepdims=True)
+    zero = np.flatnonzero(norm[:, 0] == 0)
+    if zero.size:
+      raise errors.EmbeddingsError(
+          f'{name}: row {zero[0]} is all zeros, cannot L2-normalise '
+          f'({zero.size} zero rows)')
+    out.append((emb / norm).astype(np.float32))
+  return np.concatenate(out, axis=1)
+
+
 def build_sids(
     rng_key: chex.PRNGKey, embeddings: np.ndarray,
     config: SidBuildConfig = SidBuildConfig(),

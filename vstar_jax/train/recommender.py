@@ -40,12 +40,14 @@ def sid_recommender(config: config_lib.RunConfig,
   """The generative SID policy (spec sections 3-4)."""
   exclude = config.eval.exclude_history
   net = policy.PolicyValueNet(config_lib.policy_config(
-      config, num_levels=exp.num_levels, vocab_size=exp.vocab_size))
+      config, num_levels=exp.num_levels, vocab_size=exp.vocab_size,
+      num_items=exp.dataset.num_items))
   return Recommender(
       kind='sid',
       init=functools.partial(policy.init_params, net.cfg),
       train_step=sft.make_sft_step(
-          net, constrained=config.sft.constrained_softmax),
+          net, constrained=config.sft.constrained_softmax,
+          label_smoothing=config.sft.label_smoothing),
       make_rank_fn=lambda k: evaluate_lib.make_rank_fn(
           net, beam_width=k, exclude_history=exclude),
       ranking='full catalogue, trie-constrained beam search (width = list '
