@@ -21,9 +21,11 @@ variant whose group contains beam search's before it explores.
    Priority G(s) = V(s) + lambda * H(s); with `normalize_depth` it is
    replaced by its z-score among the live nodes of its depth (V has a
    depth-dependent offset, H is largest near the root). Selection:
-     'tree' (paper reading of Eq. 13): the m = `nodes_per_iter` expandable
-       nodes of largest U(s) = G(s) + beta * sqrt(ln(N_root + 1) / (N(s) + 1))
-       over the whole tree; each gets one child.
+     'tree' (paper reading of Eq. 13): the m = `nodes_per_iter` expansions
+       of largest U(s) = G(s) + beta * sqrt(ln(N_root + 1) / (N(s) + 1))
+       over the whole tree; a node's k-th child in one call is scored with
+       k virtual visits, so a call fills its m slots whenever the tree has
+       m expandable children (m = 1: the arg-max node, one child).
      'walk' (mctx-style): from the root, at each depth either descend to
        the child c of largest G(c) + beta * sqrt(ln(N(s) + 1) / (N(c) + 1))
        (children whose subtree can still expand), or stop at s if
@@ -31,7 +33,11 @@ variant whose group contains beam search's before it explores.
        parent's G (first-play urgency from the parent) with N = 0. The walk
        expands up to m children of the node it stops at.
 3. Gate (Eq. 14): expand s only if G(s) >= the mean G of the tree's live
-   nodes at depth(s) (raw G; the same test as z-score >= 0). Children are
+   nodes at depth(s) (raw G; the same test as z-score >= 0). The paper
+   reading selects first and then gates, so a selected node that fails
+   spends the iteration's evaluator call on nothing; with `gate_filters`
+   only nodes that pass are selectable (the same nodes can be expanded, but
+   every iteration writes up to m of them). Children are
    sampled without replacement from pi restricted to the unexpanded valid
    children at temperature tau (Gumbel top-m; m = 1 is `categorical`), and
    each costs 1 evaluation; the budget is never exceeded.
@@ -96,6 +102,7 @@ class VedConfig:
   normalize_depth: bool = False  # G as a z-score within its depth
   nodes_per_iter: int = 1      # m, nodes (tree) / children (walk) per call
   diagnose_values: bool = False  # evaluate V where the search never reads it
+  gate_filters: bool = False   # gate before selection, not after (step 3)
 
   def init_cost(self, num_levels: int) -> int:
     evaluated_depths = num_levels if self.evaluate_leaves else num_levels - 1
@@ -147,7 +154,7 @@ PRESETS = {
     'paper': dict(init_beam=8),
     'superset': dict(init_beam=None, evaluate_leaves=False, rank='logp',
                      selection='walk', normalize_depth=True,
-                     nodes_per_iter=8),
+                     nodes_per_iter=8, gate_filters=True),
 }
 
 
@@ -349,22 +356,41 @@ def select_node(tree_u: DecodeTree, *, lam: float, beta: float,
   _unbatched_. Returns (node [] int32, expandable [] bool, passes [] bool).
   """
   cfg = VedConfig(budget=1, lam=lam, beta=beta)
-  nodes, ok, passes = _select_tree(tree_u, cfg, num_levels)
+  nodes, _, ok, passes = _select_tree(tree_u, cfg, num_levels)
   return nodes[0], ok[0], passes[0]
 
 
 def _select_tree(tree_u: DecodeTree, cfg: VedConfig, num_levels: int):
-  """The m expandable nodes of largest U. _unbatched_: -> 3 x [m]."""
+  """The m expansions of largest U. _unbatched_.
+
+  A node may get several children in one call: its k-th (k = 0, 1, ...)
+  is scored with k virtual visits added to N(s) (as in parallel MCTS), and
+  k stays below its count of unexpanded valid children, so every call fills
+  its m slots while the tree has that many expandable children. With m = 1
+  this is the arg-max of U over the expandable nodes.
+
+  Returns (nodes [m] int32, copy [m] int32 (the k of each), expandable [m]
+  bool, passes [m] bool).
+  """
+  m = cfg.nodes_per_iter
   prio, passes = _scores(tree_u, cfg, num_levels)
+  open_children = _unexpanded_valid(tree_u).sum(-1)                  # [N]
+  selectable = _expandable(tree_u, cfg, num_levels)
+  if cfg.gate_filters:
+    selectable &= passes
   visits = tree_u.visits.astype(jnp.float32)
-  ucb = prio + _bonus(cfg.beta, visits[DecodeTree.ROOT], visits)
-  masked = jnp.where(_expandable(tree_u, cfg, num_levels), ucb, -jnp.inf)
-  if cfg.nodes_per_iter == 1:
-    nodes = jnp.argmax(masked)[None]
+  copy = jnp.arange(m)
+  ucb = prio[:, None] + _bonus(cfg.beta, visits[DecodeTree.ROOT],
+                               visits[:, None] + copy[None])          # [N, m]
+  ok = selectable[:, None] & (copy[None] < open_children[:, None])
+  masked = jnp.where(ok, ucb, -jnp.inf).reshape(-1)
+  if m == 1:
+    flat = jnp.argmax(masked)[None]
   else:
-    _, nodes = jax.lax.top_k(masked, min(cfg.nodes_per_iter, masked.shape[0]))
-  nodes = nodes.astype(jnp.int32)
-  return nodes, jnp.isfinite(masked[nodes]), passes[nodes]
+    _, flat = jax.lax.top_k(masked, min(m, masked.shape[0]))
+  flat = flat.astype(jnp.int32)
+  nodes = flat // m
+  return nodes, flat % m, jnp.isfinite(masked[flat]), passes[nodes]
 
 
 def _select_walk(tree_u: DecodeTree, cfg: VedConfig, num_levels: int):
@@ -374,6 +400,8 @@ def _select_walk(tree_u: DecodeTree, cfg: VedConfig, num_levels: int):
   """
   prio, passes = _scores(tree_u, cfg, num_levels)
   here = _expandable(tree_u, cfg, num_levels)
+  if cfg.gate_filters:
+    here &= passes
   # Nodes with an expandable node in their subtree (themselves included).
   paths = jax.vmap(tree_lib.path_nodes, (None, 0, None))(
       tree_u.parent, jnp.arange(tree_u.num_nodes), num_levels + 1)
@@ -398,15 +426,26 @@ def _select_walk(tree_u: DecodeTree, cfg: VedConfig, num_levels: int):
   return node, here[node], passes[node]
 
 
-def _children_tree(tree_u: DecodeTree, nodes, rng_key, temperature: float):
-  """One sampled child per selected node: (codes [m], ok [m]). _unbatched_."""
+def _children_tree(tree_u: DecodeTree, nodes, copy, rng_key,
+                   temperature: float):
+  """The copy-th child of each selected node: (codes [m], ok [m]).
+
+  Each node's children are ranked once by Gumbel-perturbed log-probs (a
+  sample without replacement, one key per node), so the copies of a node
+  get distinct children; with m = 1 this is `categorical`'s draw.
+  _unbatched_: nodes, copy [m].
+  """
   keys = (rng_key[None] if nodes.shape[0] == 1 else
-          jax.random.split(rng_key, nodes.shape[0]))
+          jax.vmap(lambda n: jax.random.fold_in(rng_key, n))(nodes))
   allowed = _unexpanded_valid(tree_u)[nodes]                       # [m, V]
   logits = jnp.where(allowed, tree_u.child_logp[nodes] / temperature,
                      jnp.finfo(jnp.float32).min)
-  codes = jax.vmap(jax.random.categorical)(keys, logits).astype(jnp.int32)
-  return codes, allowed.any(-1)
+  noisy = logits + jax.vmap(
+      lambda k: jax.random.gumbel(k, logits.shape[1:]))(keys)
+  _, order = jax.lax.top_k(noisy, min(nodes.shape[0], noisy.shape[-1]))
+  codes = jnp.take_along_axis(order, copy[:, None], -1)[:, 0].astype(
+      jnp.int32)
+  return codes, jnp.take_along_axis(allowed, codes[:, None], -1)[:, 0]
 
 
 def _children_walk(tree_u: DecodeTree, node, rng_key, temperature: float,
@@ -434,12 +473,14 @@ def _select_and_pick(tree_u: DecodeTree, rng_key, cfg: VedConfig,
   """Selection plus children for one user: [m] parents, codes, flags.
 
   Returns (parent, code, selected, passes, code_ok): `selected` marks the
-  entries whose parent counts as visited (each node once).
+  entries whose parent counts as visited (tree: once per child; walk: the
+  node once).
   """
   m = cfg.nodes_per_iter
   if cfg.selection == 'tree':
-    nodes, ok, passes = _select_tree(tree_u, cfg, num_levels)
-    codes, code_ok = _children_tree(tree_u, nodes, rng_key, cfg.temperature)
+    nodes, copy, ok, passes = _select_tree(tree_u, cfg, num_levels)
+    codes, code_ok = _children_tree(tree_u, nodes, copy, rng_key,
+                                    cfg.temperature)
     return nodes, codes, ok, passes, ok & code_ok
   node, ok, passes = _select_walk(tree_u, cfg, num_levels)
   num = min(m, tree_u.vocab_size)
