@@ -180,6 +180,7 @@ class RolloutSettings:
   ved_normalize_depth: bool = _field()
   ved_nodes_per_iter: int = _field(at_least(1))
   ved_diagnose_values: bool = _field()       # V on every node (rl/ved/*)
+  ved_gate_filters: bool = _field()          # gate before selection
 
 
 @dataclasses.dataclass(frozen=True)
@@ -499,7 +500,8 @@ def rollout_config(cfg: RunConfig,
           rank_weight=r.ved_rank_weight, selection=r.ved_selection,
           normalize_depth=r.ved_normalize_depth,
           nodes_per_iter=r.ved_nodes_per_iter,
-          diagnose_values=r.ved_diagnose_values))
+          diagnose_values=r.ved_diagnose_values,
+          gate_filters=r.ved_gate_filters))
   try:
     out.validate(num_levels)
   except ValueError as e:

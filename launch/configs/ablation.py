@@ -13,7 +13,9 @@ default (the bundled MovieLens) and VARIANT one of
                 superset-of-beam VED chosen by the VED benchmark
                 (`search.PRESETS['superset']`: init beam B0 = G, complete
                 leaves scored from their parents' logits, log-prob ranking,
-                mctx-style walk, 8 nodes per call); at the beam's budget its
+                tree-wide selection of 8 gate-passing expansions per call;
+                until 2026-11-29 03:50 UTC the mctx-style walk, with the
+                gate after selection); at the beam's budget its
                 group is beam search's and every token beyond it explores, so
                 at the shared budget below it rolls out exactly what
                 beam_sibling does; give every variant more tokens
@@ -46,6 +48,7 @@ validation split at the reporting beam, the start (step 0) included.
 from launch.configs import beauty
 from launch.configs import default
 from launch.configs import scientific
+from vstar_jax.decoding.ved import search
 
 DATASETS = {'scientific': scientific.get_config, 'beauty': beauty.get_config,
             'default': default.get_config}
@@ -62,13 +65,11 @@ VARIANTS = {
 # VED variants that keep the paper-faithful search (config.rollout defaults);
 # the other VED variants use the superset-of-beam VED.
 PAPER_VED_VARIANTS = ('ved_grpo_paper', 'vstar_paper')
-# config.rollout fields of the superset-of-beam VED (decoding/ved/search.py
-# PRESETS['superset'], with B0 = G).
-SUPERSET_VED = {
-    'ved_evaluate_leaves': False, 'ved_rank': 'logp',
-    'ved_selection': 'walk', 'ved_normalize_depth': True,
-    'ved_nodes_per_iter': 8,
-}
+# config.rollout fields of the superset-of-beam VED: decoding/ved/search.py
+# PRESETS['superset'] as `ved_*` fields (its B0 = G is set with G below).
+SUPERSET_VED = {f'ved_{name}': value
+                for name, value in search.PRESETS['superset'].items()
+                if name != 'init_beam'}
 
 
 PROTOCOLS = ('', 'fresh')

@@ -141,6 +141,7 @@ def base_config() -> ml_collections.ConfigDict:
   # V on every node even where the search reads none (e.g. at the beam's
   # budget with log-prob ranking), for the rl/ved/value_auc diagnostics.
   config.rollout.ved_diagnose_values = False
+  config.rollout.ved_gate_filters = False   # True: only gate-passing nodes selectable
 
   # V-STAR RL (spec sections 6-8).
   config.rl = ml_collections.ConfigDict()

@@ -148,12 +148,14 @@ class VedConfig:
 # Named settings (every field not listed keeps its VedConfig default).
 # 'superset': init beam B0 = G without leaf evaluation, so at the beam's
 # budget the group is beam search's and every extra token explores; the
-# ranking and selection are those the VED benchmark chose on training
-# prompts (WORKSPACE.md, "Superset-of-beam VED").
+# ranking is the one the VED benchmark chose on training prompts, and of
+# the two selections, which tie there, the one that fills every call (the
+# fewest evaluator calls; WORKSPACE.md, "Superset-of-beam VED" and "VED at
+# beam speed").
 PRESETS = {
     'paper': dict(init_beam=8),
     'superset': dict(init_beam=None, evaluate_leaves=False, rank='logp',
-                     selection='walk', normalize_depth=True,
+                     selection='tree', normalize_depth=True,
                      nodes_per_iter=8, gate_filters=True),
 }
 
