@@ -22,7 +22,8 @@ Tables with an RL row get a column "ndcg@10 Δ vs REF [95% CI]": the paired
 test NDCG@10 difference of each RL row against the reference variant REF
 (`sft` unless the marker says `<!-- table:NAME vs=REF -->`) with its 95%
 percentile-bootstrap CI over users (eval/paired.py: each side averaged per
-user over its seeds, 10,000 resamples, seed 0). It needs per-user ranks
+user over the seeds both rows have, 10,000 resamples, seed 0; "n/a (no
+common seed)" if they share none). It needs per-user ranks
 `seedK.user_ranks/` beside every `seedK.json` of both rows (copied from the
 runs' `results.user_ranks/`); "n/a" otherwise.
 """
@@ -106,11 +107,18 @@ def _delta_cell(variant_dir: str, ref_dir: str, stage: str) -> str:
   """Paired DELTA_METRIC difference vs the reference row, or 'n/a'."""
   if os.path.normpath(variant_dir) == os.path.normpath(ref_dir):
     return 'ref.'
+  seeds = [{os.path.basename(p): p for p in _seed_runs(d)}
+           for d in (variant_dir, ref_dir)]
+  # Pair by seed: an RL row of seed 0 against SFT seed 0, not seeds 0-1.
+  common = sorted(set(seeds[0]) & set(seeds[1]))
+  if not seeds[0] or not seeds[1]:
+    return 'n/a'
+  if not common:
+    return 'n/a (no common seed)'
   sides = []
-  for d in (variant_dir, ref_dir):
-    runs = _seed_runs(d)
-    folders = [user_ranks.folder_of(p) for p in runs]
-    if not runs or not all(f.is_dir() for f in folders):
+  for by_name in seeds:
+    folders = [user_ranks.folder_of(by_name[n]) for n in common]
+    if not all(f.is_dir() for f in folders):
       return 'n/a'
     sides.append(folders)
   comparison = paired.compare(sides[0], sides[1], stage_a=stage,

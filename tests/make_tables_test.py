@@ -75,6 +75,7 @@ def test_rl_table_has_paired_delta_column(tmp_path, make_tables):
   for seed in range(2):
     _write_seed(root / 'base', seed, 'sft', sft[seed])
     _write_seed(root / 'vstar', seed, 'rl', rl[seed])
+  _write_seed(root / 'ce', 1, 'rl', rl[0])   # one seed: paired with base's
   (root / 'old_rl').mkdir()        # an old result: no per-user ranks
   (root / 'old_rl' / 'seed0.json').write_text(json.dumps(
       {**_result(0.2), 'metrics': {'rl': {'test': _result(0.2)['metrics'][
@@ -90,8 +91,12 @@ def test_rl_table_has_paired_delta_column(tmp_path, make_tables):
       [root / 'vstar' / f'seed{s}.user_ranks' for s in range(2)],
       [root / 'base' / f'seed{s}.user_ranks' for s in range(2)],
       metrics=('ndcg@10',))
+  seed1_only = paired.compare([root / 'ce' / 'seed1.user_ranks'],
+                              [root / 'base' / 'seed1.user_ranks'],
+                              metrics=('ndcg@10',))
   assert cells == {'base': 'ref.', 'old_rl': 'n/a',
-                   'vstar': paired.format_delta(expected.deltas[0])}
+                   'vstar': paired.format_delta(expected.deltas[0]),
+                   'ce': paired.format_delta(seed1_only.deltas[0])}
   assert expected.deltas[0].diff > 0 and expected.deltas[0].excludes_zero
   # Averaged per user over the two seeds, then paired.
   per_user = [user_ranks.per_user_metric(r, 'ndcg@10')
