@@ -18,7 +18,9 @@ default (the bundled MovieLens) and VARIANT one of
                 gate after selection); at the beam's budget its
                 group is beam search's and every token beyond it explores, so
                 at the shared budget below it rolls out exactly what
-                beam_sibling does; give every variant more tokens
+                beam_sibling does, and its value loss stays off the trunk
+                (model.value_grad_to_trunk=False; until 2026-11-29 04:00 UTC
+                it reached it); give every variant more tokens
                 (--config.rollout.beam_width=24 or 32) to let it explore
   ved_grpo_paper, vstar_paper
                 the same with VED as we read the paper
@@ -119,8 +121,19 @@ def get_config(arg: str = 'scientific,vstar'):
   config.rl.sibling_alpha = alpha
   config.rl.value_coef = value_coef
   num_levels = len(config.rl.step_weights)
-  config.rollout.ved_budget = 1 + (num_levels - 1) * config.rollout.beam_width
+  # A reference: --config.rollout.beam_width=W gives VED W's budget too.
+  config.rollout.ved_budget = 1 + (num_levels - 1) * config.rollout.get_ref(
+      'beam_width')
   if kind == 'ved' and variant not in PAPER_VED_VARIANTS:
     config.rollout.ved_init_beam = config.rollout.num_candidates
     config.rollout.update(SUPERSET_VED)
+    # A value head its rollout never reads (the superset VED at the beam's
+    # budget of G) trains on its own: its loss must not move the policy's
+    # trunk. Decided at the default width: with --config.rollout.beam_width
+    # above G the search explores and reads V; pass
+    # --config.model.value_grad_to_trunk=True with it for the paper's setting.
+    ved = search.preset('superset', budget=config.rollout.ved_budget,
+                        num_candidates=config.rollout.num_candidates)
+    if not ved.evaluates_value_at(0, num_levels):
+      config.model.value_grad_to_trunk = False
   return config
