@@ -19,7 +19,9 @@ checkpoint of each stopped job is evaluated (`launch.evaluate`) until
 --eval_deadline_s, so a cut-short run still reports test metrics selected on
 validation (ROOT/NAME/eval_STAGE_beamK.json). ROOT/fleet_status.json lists
 every job's outcome (with --skip_finished, a job whose workdir already holds
-its results.json is 'ok (finished before)' and is not run again); the exit
+its results.json is 'ok (finished before)' and is not run again, and a job
+whose workdir's fleet_job.pid names a live process, i.e. one another fleet
+is running, is 'skipped (running, pid N)'); the exit
 status is 2 when any job did not finish on its
 own (failed, skipped, stopped or never started).
 """
@@ -59,6 +61,7 @@ _EVAL_MODULE = flags.DEFINE_string('eval_module', 'launch.evaluate',
                                    'Module that evaluates stopped jobs.')
 
 _STOP_GRACE_S = 60     # SIGTERM -> checkpoint; SIGKILL after this
+_PID_FILE = 'fleet_job.pid'   # in each job's workdir, its train process
 _POLL_S = 1.0
 
 
@@ -139,7 +142,24 @@ class Fleet:
     args = [f'--workdir={self.workdir(job.name)}', *job.args]
     if job.after:
       args.append(f'--config.init_from={self.workdir(job.after)}')
-    return self._spawn(job.name, self.train_module, args, f'{job.name}.log')
+    proc = self._spawn(job.name, self.train_module, args, f'{job.name}.log')
+    os.makedirs(self.workdir(job.name), exist_ok=True)
+    with open(self._pid_file(job.name), 'w') as f:
+      f.write(str(proc.pid))
+    return proc
+
+  def _pid_file(self, name: str) -> str:
+    return os.path.join(self.workdir(name), _PID_FILE)
+
+  def _running_elsewhere(self, name: str) -> Optional[int]:
+    """The pid of a live job another fleet started in this workdir."""
+    try:
+      with open(self._pid_file(name)) as f:
+        pid = int(f.read())
+      os.kill(pid, 0)               # raises if no such process
+    except (OSError, ValueError):
+      return None
+    return pid
 
   def train(self, deadline: float) -> None:
     """Runs the jobs until all end or `deadline` (0: none) passes."""
@@ -166,6 +186,11 @@ class Fleet:
         pending.remove(job)
         if job.after and not self.outcome[job.after].startswith('ok'):
           self.outcome[job.name] = f'skipped ({job.after} did not succeed)'
+          continue
+        other = self._running_elsewhere(job.name)
+        if other is not None:   # two writers would corrupt one workdir
+          self.outcome[job.name] = f'skipped (running, pid {other})'
+          logging.info('%s: %s', job.name, self.outcome[job.name])
           continue
         running[job.name] = self._start(job)
         started[job.name] = time.monotonic()

@@ -1,5 +1,6 @@
 """launch.fleet: the jobs-file format and the scheduler (with a fake job)."""
 import json
+import os
 import subprocess
 import sys
 
@@ -61,18 +62,30 @@ def test_fleet_dependencies_failures_and_deadline(tmp_path, repo_root):
 def test_skip_finished_keeps_done_jobs_and_runs_their_dependents(tmp_path,
                                                                  repo_root):
   jobs = tmp_path / 'jobs.txt'
-  jobs.write_text('a --mode=fail\nb after=a --mode=ok\n')
+  jobs.write_text('a --mode=fail\nb after=a --mode=ok\nc --mode=ok\n'
+                  'd --mode=ok\n')
   root = tmp_path / 'root'
   (root / 'a').mkdir(parents=True)
   (root / 'a' / 'results.json').write_text('{}')     # a finished earlier
+  # c is being run by another fleet (this test process stands in for its
+  # train process); d's pid file names a process that has ended.
+  (root / 'c').mkdir()
+  (root / 'c' / 'fleet_job.pid').write_text(str(os.getpid()))
+  ended = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'],
+                         capture_output=True, text=True, check=True)
+  (root / 'd').mkdir()
+  (root / 'd' / 'fleet_job.pid').write_text(ended.stdout.strip())
   out = subprocess.run(
       [sys.executable, '-m', 'launch.fleet', f'--jobs={jobs}', f'--root={root}',
        '--skip_finished', '--train_module=tests.fleet_fake_job'],
       cwd=repo_root, capture_output=True, text=True, timeout=60)
-  assert out.returncode == 0, out.stderr
+  assert out.returncode == 2, out.stderr
   status = json.loads((root / 'fleet_status.json').read_text())['jobs']
   assert status['a']['outcome'] == 'ok (finished before)'
   assert status['b']['outcome'] == 'ok'
+  assert status['c']['outcome'] == f'skipped (running, pid {os.getpid()})'
+  assert not (root / 'c' / 'calls.jsonl').exists()
+  assert status['d']['outcome'] == 'ok'
   assert not (root / 'a' / 'calls.jsonl').exists()    # a was not run again
   b_args = json.loads((root / 'b' / 'calls.jsonl').read_text().splitlines()[0])
   assert f'--config.init_from={root / "a"}' in b_args
