@@ -10,7 +10,8 @@ def test_variants_share_everything_but_the_switches(dataset):
   configs = {v: ablation.get_config(f'{dataset},{v}')
              for v in ablation.VARIANTS}
   switches = {('rollout', 'kind'), ('rl', 'sibling_alpha'),
-              ('rl', 'value_coef'), ('ablation',)}
+              ('rl', 'value_coef'), ('ablation',),
+              ('model', 'value_grad_to_trunk')}
   switches |= {('rollout', k) for k in ablation.SUPERSET_VED}
   switches.add(('rollout', 'ved_init_beam'))
   flat = {v: {k: val for k, val in _flatten(c.to_dict()).items()
@@ -47,6 +48,25 @@ def test_variants_share_everything_but_the_switches(dataset):
       assert rollout[field] == getattr(paper, field[len('ved_'):]), field
   assert configs['vstar_paper'].rl.sibling_alpha > 0
   assert configs['ved_grpo_paper'].rl.sibling_alpha == 0
+  # A value loss reaches the trunk only where the rollout reads V: the paper
+  # VED does; the superset VED at the beam's budget does not.
+  trunk = {v: c.model.value_grad_to_trunk for v, c in configs.items()}
+  assert trunk['vstar_paper'] and trunk['ved_grpo_paper']
+  assert not trunk['vstar'] and not trunk['ved_grpo']
+
+
+def test_fresh_protocol_sibling_floor_and_budget_reference():
+  fresh = {v: ablation.get_config(f'scientific,{v},fresh')
+           for v in ('vstar', 'beam_sibling', 'vstar_paper')}
+  assert fresh['vstar'].rl.sibling_min_std == 0.05
+  assert fresh['beam_sibling'].rl.sibling_min_std == 0.05
+  assert fresh['vstar_paper'].rl.sibling_min_std == 0.0
+  assert ablation.get_config('scientific,vstar').rl.sibling_min_std == 0.0
+  # --config.rollout.beam_width=24 moves VED's budget with it.
+  config = fresh['vstar']
+  config.rollout.beam_width = 24
+  assert config.rollout.ved_budget == beam.decode_cost(
+      len(config.rl.step_weights), 24)
 
 def test_unknown_variant():
   with pytest.raises(ValueError, match='expected DATASET,VARIANT'):
