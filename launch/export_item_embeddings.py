@@ -18,7 +18,6 @@ written.
 from absl import app
 from absl import flags
 import jax
-import numpy as np
 
 from launch import runtime
 from launch.configs import common
@@ -34,24 +33,6 @@ _OUT = flags.DEFINE_string('out', None, 'Output .npy path.', required=True)
 _STAGE = flags.DEFINE_string('stage', 'sft', 'Training stage to read.')
 
 
-def item_table(kind: str, params) -> np.ndarray:
-  """The [N, D] item-id embedding of a model's parameters, float32.
-
-  Raises:
-    ConfigError: the model has no item-id table (a SID run without
-      config.model.item_id_embedding).
-  """
-  if kind == 'sasrec':
-    table = params['item_embed']['embedding']
-  elif 'item_embed' in params:
-    table = params['item_embed']
-  else:
-    raise errors.ConfigError(
-        f'a {kind!r} run without config.model.item_id_embedding has no '
-        'item-id embedding table to export')
-  return np.asarray(jax.device_get(table), np.float32)
-
-
 def _export() -> str:
   if not _OUT.value.endswith('.npy'):
     raise errors.ConfigError(f'--out={_OUT.value}: expected a .npy path')
@@ -60,7 +41,7 @@ def _export() -> str:
   model = recommender.from_config(config, exp)
   params = evaluation.restore_params(config, model, _WORKDIR.value,
                                      _STAGE.value)
-  table = item_table(model.kind, params)
+  table = recommender.item_table(model.kind, params)
   if table.shape[0] != exp.dataset.num_items:   # the model config's N
     raise errors.ConfigError(
         f'{_WORKDIR.value}: item table has {table.shape[0]} rows for '

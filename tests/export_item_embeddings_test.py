@@ -10,7 +10,6 @@ import jax
 import numpy as np
 import pytest
 
-from launch import export_item_embeddings as export
 from launch.configs import common
 from vstar_jax import errors
 from vstar_jax import experiment
@@ -38,13 +37,13 @@ def _error_line(result, name):
 def test_item_table_of_each_model_kind():
   table = np.arange(6, dtype=np.float64).reshape(3, 2)
   np.testing.assert_array_equal(
-      export.item_table('sasrec', {'item_embed': {'embedding': table}}),
+      recommender.item_table('sasrec', {'item_embed': {'embedding': table}}),
       table)
-  hybrid = export.item_table('sid', {'item_embed': table, 'bos': table[0]})
+  hybrid = recommender.item_table('sid', {'item_embed': table, 'bos': table[0]})
   assert hybrid.dtype == np.float32 and hybrid.shape == (3, 2)
   with pytest.raises(errors.ConfigError,
                      match="'sid' run without config.model.item_id_embedding"):
-    export.item_table('sid', {'code_embed': table})
+    recommender.item_table('sid', {'code_embed': table})
 
 
 def test_concat_normalized_matches_numpy():

@@ -23,7 +23,7 @@ def test_random_init_size_writes_rows_and_bad_out_is_one_line(
   workdir.mkdir()
   files.write_json(str(workdir / 'config.json'), smoke_dict().to_dict())
   common = [f'--workdir={workdir}', '--model_size=tiny',
-            '--beam_widths=4,6', '--num_candidates=4', '--batch_size=4',
+            '--beam_widths=6', '--num_candidates=4', '--batch_size=4',
             '--num_batches=1', '--repeats=1']
   bad = _ved_speed(repo_root, *common, f'--out={tmp_path}/no/such/x')
   assert bad.returncode == 1
@@ -34,8 +34,9 @@ def test_random_init_size_writes_rows_and_bad_out_is_one_line(
   result = json.loads((tmp_path / 'speed.json').read_text())
   assert result['model_size'].startswith('tiny (width 32, 1 layers')
   rows = {(r['budget'], r['method']): r for r in result['rows']}
-  # Budgets of beam widths 4 and 6 on the smoke trie (L = 3): 9 and 13.
-  assert set(rows) == {(b, m) for b in (9, 13)
+  # The budget of beam width 6 on the smoke trie (L = 3): 13 tokens, 4 past
+  # the superset VED's init (a width-4 beam, 9 tokens), so it explores.
+  assert set(rows) == {(13, m)
                        for m in ('beam', 'superset tree', 'superset walk')}
   for (budget, method), r in rows.items():
     assert r['wall_ms'] > 0 and r['cpu_ms'] > 0

@@ -8,6 +8,9 @@ import dataclasses
 import functools
 from typing import Any, Callable
 
+import jax
+import numpy as np
+
 from vstar_jax import config as config_lib
 from vstar_jax import errors
 from vstar_jax import experiment as experiment_lib
@@ -91,3 +94,21 @@ def from_config(config: config_lib.RunConfig,
   """The model family of config.model.kind (checked by config.parse)."""
   kinds = {'sid': sid_recommender, 'sasrec': sasrec_recommender}
   return kinds[config.model.kind](config, exp)
+
+
+def item_table(kind: str, params) -> np.ndarray:
+  """The [N, D] item-id embedding of a model's parameters, float32.
+
+  Raises:
+    ConfigError: the model has no item-id table (a SID run without
+      config.model.item_id_embedding).
+  """
+  if kind == 'sasrec':
+    table = params['item_embed']['embedding']
+  elif 'item_embed' in params:
+    table = params['item_embed']
+  else:
+    raise errors.ConfigError(
+        f'a {kind!r} run without config.model.item_id_embedding has no '
+        'item-id embedding table to export')
+  return np.asarray(jax.device_get(table), np.float32)
