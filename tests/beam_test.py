@@ -1,5 +1,4 @@
 """Constrained beam search: valid distinct items, sorted, exact on tiny data."""
-import itertools
 
 import chex
 import jax
@@ -10,9 +9,6 @@ import pytest
 from vstar_jax.decoding import beam
 from vstar_jax.models import policy
 from vstar_jax.sid import trie as trie_lib
-
-# Compiling, not running, dominates these tiny programs.
-pytestmark = pytest.mark.usefixtures('fast_compile')
 
 CFG = policy.PolicyConfig(num_levels=3, vocab_size=4, max_history=5,
                           width=32, num_layers=1, num_heads=2,

@@ -27,9 +27,7 @@ from vstar_jax.train import sft
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TOY = ['--data_dir=testdata/synthetic', '--dataset=toy', '--index_path=',
        '--max_history=5', '--width=64', '--num_layers=2', '--num_heads=2',
-       '--num_repeats=1', '--matmul_size=128',
-       # Compiles faster; these tests time nothing.
-       '--jax_disable_most_optimizations']
+       '--num_repeats=1', '--matmul_size=128']
 MACHINE_KEYS = {'cpu_model', 'num_cpus', 'num_cpus_usable', 'jax_version',
                 'backend', 'devices', 'date_utc', 'load_avg_1_5_15'}
 

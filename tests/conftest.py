@@ -1,9 +1,9 @@
 """Test-wide JAX setup, the `slow` tier and the helpers shared by test files.
 
 Runs before any test module imports jax: eight fake CPU devices (so sharding
-tests see a real mesh), rank promotion as an error (catches silent
-broadcasting bugs) and partitionable threefry (the same random streams as
-launch/ binaries).
+tests see a real mesh), most XLA optimizations off (compiling dominates),
+rank promotion as an error (catches silent broadcasting bugs) and
+partitionable threefry (the same random streams as launch/ binaries).
 
 Test files never import each other or this module: shared helpers reach them
 as the fixtures below (pytest injects them by argument name).
@@ -42,6 +42,11 @@ _XLA_CACHE = os.environ['VSTAR_TEST_XLA_CACHE']
 os.environ['JAX_COMPILATION_CACHE_DIR'] = _XLA_CACHE
 os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
 os.environ['JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES'] = '0'
+# Most XLA optimizations off, in this process and the `launch.*` ones it
+# starts: compiling, not running, dominates the tests' tiny programs (flax
+# lm1b's train_test does the same). `JAX_DISABLE_MOST_OPTIMIZATIONS=0 pytest`
+# tests the optimized programs; the Quickstart's main job runs them too.
+os.environ.setdefault('JAX_DISABLE_MOST_OPTIMIZATIONS', '1')
 
 import jax  # pylint: disable=g-import-not-at-top
 
@@ -50,6 +55,8 @@ jax.config.update('jax_threefry_partitionable', True)
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / 'shared' / 'data'
+# {test file: seconds}, from `pytest tests --write-module-seconds`.
+MODULE_SECONDS = pathlib.Path(__file__).with_name('module_seconds.json')
 
 
 def pytest_configure(config):
@@ -67,7 +74,12 @@ def pytest_unconfigure(config):
 
 def pytest_collection_modifyitems(config, items):
   """A misspelt marker (e.g. `@pytest.mark.slwo`) is an error, not a test
-  silently left in the fast tier (as --strict-markers, from here)."""
+  silently left in the fast tier (as --strict-markers, from here).
+
+  Files then run longest first (by MODULE_SECONDS; unmeasured ones first of
+  all): with `-n 2 --dist loadfile --no-loadscope-reorder` each xdist worker
+  takes the next file when it runs dry, so the short files at the end even
+  out the two workers' finishing times."""
   known = {line.split(':')[0].split('(')[0].strip()
            for line in config.getini('markers')}
   for item in items:
@@ -76,18 +88,40 @@ def pytest_collection_modifyitems(config, items):
         raise pytest.UsageError(
             f'{item.nodeid}: unknown marker {mark.name!r}; register it in '
             'pytest_configure in tests/conftest.py')
+  seconds = json.loads(MODULE_SECONDS.read_text())
+  items.sort(key=lambda item: -seconds.get(_module(item.nodeid), np.inf))
 
 
-@pytest.fixture(scope='module')
-def fast_compile():
-  """Most XLA optimizations off for a module's programs: compiling, not
-  running, dominates the tiny programs of tests (flax lm1b's train_test).
-  Use as `pytestmark = pytest.mark.usefixtures('fast_compile')`."""
-  name = 'jax_disable_most_optimizations'
-  before = jax.config.values[name]
-  jax.config.update(name, True)
-  yield
-  jax.config.update(name, before)
+def _module(nodeid: str) -> str:
+  """'tests/a_test.py::test_b[c]' -> 'a_test.py' (rootdir-independent)."""
+  return nodeid.split('::')[0].rsplit('/', 1)[-1]
+
+
+def pytest_addoption(parser):
+  parser.addoption(
+      '--write-module-seconds', action='store_true',
+      help=f'write each test file\'s total seconds to {MODULE_SECONDS.name} '
+      '(the order in which files run); run the whole suite with it')
+
+
+_SECONDS_BY_MODULE: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+  """Sums setup, call and teardown times per file (under xdist the
+  controller receives every worker's reports)."""
+  module = _module(report.nodeid)
+  _SECONDS_BY_MODULE[module] = (_SECONDS_BY_MODULE.get(module, 0.) +
+                                report.duration)
+
+
+def pytest_sessionfinish(session):
+  config = session.config
+  if config.getoption('write_module_seconds') and not hasattr(
+      config, 'workerinput'):   # the controller, or a run without xdist
+    MODULE_SECONDS.write_text(json.dumps(
+        {k: round(v, 1) for k, v in sorted(_SECONDS_BY_MODULE.items())},
+        indent=1) + '\n')
 
 
 @pytest.fixture(scope='session')

@@ -51,17 +51,12 @@ def test_two_processes_match_one(tmp_path, repo_root, smoke_config,
            '--config=launch/configs/smoke.py', f'--workdir={work}',
            *[f'--config.{k}={v}' for k, v in OVERRIDES.items()],
            f'--coordinator_address=localhost:{port}', '--num_processes=2',
-           f'--process_id={i}', '--jax_disable_most_optimizations=true'],
+           f'--process_id={i}'],
           cwd=repo_root, env=env_i, stdout=out_f, stderr=err_f))
   try:
-    # The single-process reference runs while the two processes work, with
-    # the same (fast-compiling) XLA settings.
-    jax.config.update('jax_disable_most_optimizations', True)
-    try:
-      full = loop.train_and_evaluate(smoke_config(**OVERRIDES),
-                                     str(tmp_path / 'one'))
-    finally:
-      jax.config.update('jax_disable_most_optimizations', False)
+    # The single-process reference runs while the two processes work.
+    full = loop.train_and_evaluate(smoke_config(**OVERRIDES),
+                                   str(tmp_path / 'one'))
     codes = [p.wait(timeout=300) for p in procs]
   finally:
     for p in procs:

@@ -10,9 +10,6 @@ import pytest
 
 from vstar_jax.models import policy
 
-# Compiling, not running, dominates these tiny programs.
-pytestmark = pytest.mark.usefixtures('fast_compile')
-
 CFG = policy.PolicyConfig(num_levels=3, vocab_size=8, max_history=6,
                           width=32, num_layers=2, num_heads=4,
                           dropout_rate=0.0, value_width=16,

@@ -24,9 +24,6 @@ OVERRIDES = {'mesh.fsdp': True, 'mesh.fsdp_min_size': 256,
              'checkpoint.every_steps': 2}
 
 
-# Every run, the in-process reference included, compiles with most XLA
-# optimizations off: compile time dominates these tiny runs.
-_FAST_COMPILE = '--jax_disable_most_optimizations=true'
 _STARTED = []
 
 
@@ -59,7 +56,7 @@ class _Run:
       self.proc = subprocess.Popen(
           [sys.executable, '-m', 'launch.train',
            '--config=launch/configs/smoke.py', f'--workdir={workdir}',
-           *flags, _FAST_COMPILE], cwd=repo_root, env=env,
+           *flags], cwd=repo_root, env=env,
           stdout=out, stderr=err)
     _STARTED.append(self.proc)
 
@@ -117,11 +114,7 @@ def test_sigterm_sigkill_and_corrupt_checkpoint_resume_exactly(
   run = _Run(repo_root, work, tmp_path / 'resume')
   # The uninterrupted reference runs here while that run goes on.
   config = smoke_config(**OVERRIDES)
-  jax.config.update('jax_disable_most_optimizations', True)
-  try:
-    full = loop.train_and_evaluate(config, str(tmp_path / 'full'))
-  finally:
-    jax.config.update('jax_disable_most_optimizations', False)
+  full = loop.train_and_evaluate(config, str(tmp_path / 'full'))
   code, out, err = run.wait()
   assert code == 0, err[-3000:]
   corrupt = [l for l in err.splitlines() if 'is corrupt' in l]
@@ -144,7 +137,7 @@ def test_sigterm_sigkill_and_corrupt_checkpoint_resume_exactly(
   # The 8-device FSDP checkpoint re-evaluates on one device.
   env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
   ev = subprocess.run([sys.executable, '-m', 'launch.evaluate',
-                       f'--workdir={work}', _FAST_COMPILE],
+                       f'--workdir={work}'],
                       cwd=repo_root,
                       env=dict(env, JAX_PLATFORMS='cpu'), capture_output=True,
                       text=True, timeout=300)

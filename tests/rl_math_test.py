@@ -17,9 +17,6 @@ from vstar_jax.rl import losses
 from vstar_jax.rl import rewards
 from vstar_jax.rl import step as rl_step
 
-# Compiling, not running, dominates these tiny programs.
-pytestmark = pytest.mark.usefixtures('fast_compile')
-
 
 def _sibling_reference(codes, r, mask):
   """Eq. 15-18 with Python dicts: per depth, parent -> {node: [rewards]}."""

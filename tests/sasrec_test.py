@@ -20,16 +20,6 @@ from vstar_jax.train import sasrec_step
 from vstar_jax.train import state as state_lib
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _fast_compile():
-  """Compile time dominates these tiny programs (flax lm1b's train_test)."""
-  name = 'jax_disable_most_optimizations'
-  before = jax.config.values[name]
-  jax.config.update(name, True)
-  yield
-  jax.config.update(name, before)
-
-
 CFG = sasrec.SasrecConfig(num_items=30, max_history=8, width=16, num_layers=2,
                           num_heads=2, inner_width=32, hidden_dropout_rate=0.1,
                           attn_dropout_rate=0.1)

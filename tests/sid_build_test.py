@@ -5,7 +5,6 @@ import jax
 import numpy as np
 import pytest
 
-from vstar_jax import errors
 from vstar_jax.data import dataset as dataset_lib
 from vstar_jax.sid import build
 from vstar_jax.sid import errors

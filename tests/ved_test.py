@@ -12,9 +12,6 @@ from vstar_jax.decoding.ved import search
 from vstar_jax.decoding.ved import tree as tree_lib
 from vstar_jax.sid import trie as trie_lib
 
-# Compiling, not running, dominates these tiny programs.
-pytestmark = pytest.mark.usefixtures('fast_compile')
-
 
 def _random_catalogue(seed, num_items, num_levels, vocab):
   assert num_items <= vocab ** num_levels
