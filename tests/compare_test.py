@@ -237,16 +237,29 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, compare):
 
 @pytest.mark.slow
 def test_runs_write_ranks_and_ce_control_starts_from_init(tmp_path,
-                                                          smoke_config):
-  """A run writes per-user ranks of its metrics; an SFT stage with
-  init_from starts from that run (at learning rate 0 it stays there)."""
-  base = loop.train_and_evaluate(smoke_config(), str(tmp_path / 'sft'))
+                                                          smoke_config,
+                                                          capsys):
+  """A run writes per-user ranks of its metrics and prints RL's paired
+  difference to SFT; an SFT stage with init_from starts from that run (at
+  learning rate 0 it stays there)."""
+  base = loop.train_and_evaluate(
+      smoke_config(**{'stages': 'sft,rl', 'rollout.kind': 'beam',
+                      'rl.num_steps': 2}), str(tmp_path / 'sft'))
+  printed = capsys.readouterr().out
   folder = user_ranks.resolve(str(tmp_path / 'sft'))
   for split in ('valid', 'test'):
-    ranks = user_ranks.read(folder, 'sft', split)
-    for m in ('hr@1', 'ndcg@10', 'ndcg@20'):
-      assert (user_ranks.per_user_metric(ranks.rank, m).mean() ==
-              base['metrics']['sft'][split][m])
+    for stage in ('sft', 'rl'):
+      ranks = user_ranks.read(folder, stage, split)
+      for m in ('hr@1', 'ndcg@10', 'ndcg@20'):
+        assert (user_ranks.per_user_metric(ranks.rank, m).mean() ==
+                base['metrics'][stage][split][m])
+    want = paired.compare([folder], [folder], stage_a='rl', stage_b='sft',
+                          split=split).deltas
+    got = base['paired_vs_first_stage']['rl'][split]
+    assert got == [d.to_dict() for d in want]
+    assert got[0]['mean_a'] == base['metrics']['rl'][split]['ndcg@10']
+    assert (f'| rl vs sft | {split} | ndcg@10 | {got[0]["mean_b"]:.4f} |'
+            in printed)
   ce_config = smoke_config(**{
       'init_from': str(tmp_path / 'sft'), 'data.fresh_windows': 1,
       'sft.train_on': 'rl_prompts', 'sft.batch_size': 8,
@@ -256,7 +269,31 @@ def test_runs_write_ranks_and_ce_control_starts_from_init(tmp_path,
   ce_config = dataclasses.replace(
       ce_config, sft=dataclasses.replace(ce_config.sft, learning_rate=0.0))
   ce = loop.train_and_evaluate(ce_config, str(tmp_path / 'ce'))
-  assert ce['metrics'] == base['metrics']
+  assert ce['metrics'] == {'sft': base['metrics']['sft']}
   delta = paired.compare([user_ranks.resolve(str(tmp_path / 'ce'))],
-                         [folder]).deltas[0]
+                         [folder], stage_b='sft').deltas[0]
   assert delta.diff == 0 and delta.ci == (0.0, 0.0)
+
+
+def test_stage_deltas_pair_each_later_stage_with_the_first():
+  rows = lambda rank: user_ranks.UserRanks(
+      np.arange(4), np.arange(4) + 10, np.asarray(rank, np.int32), 20)
+  ranks = {'sft': {'test': rows([0, 3, 20, 12])},
+           'rl': {'test': rows([1, 0, 5, 20])}}   # 20: not in the list
+  (d_ndcg, d_hr), = paired.stage_deltas(ranks,
+                                         num_resamples=200)['rl'].values()
+  per_user = lambda r, m: user_ranks.per_user_metric(np.asarray(r), m)
+  want = paired.paired_deltas(
+      np.stack([per_user([1, 0, 5, 20], m) for m in ('ndcg@10', 'hr@10')], 1),
+      np.stack([per_user([0, 3, 20, 12], m) for m in ('ndcg@10', 'hr@10')],
+               1), ('ndcg@10', 'hr@10'), num_resamples=200)
+  assert [d_ndcg, d_hr] == want
+  assert d_hr.diff == 0.25            # hits 3 of 4 vs 2 of 4
+  assert paired.stage_deltas({'sft': ranks['sft']}) == {}
+  other = {'sft': ranks['sft'], 'rl': {'test': user_ranks.UserRanks(
+      np.arange(4), np.arange(4), np.zeros(4, np.int32), 20)}}
+  with pytest.raises(files.DataError, match='different users/targets'):
+    paired.stage_deltas(other)
+  table = paired.stage_deltas_markdown({'rl': {'test': [d_hr]}}, 'sft')
+  assert table.splitlines()[2].startswith('| rl vs sft | test | hr@10 | '
+                                          '0.5000 | 0.7500 | +0.2500 (+50.0%)')

@@ -244,3 +244,47 @@ def markdown(c: Comparison) -> str:
         f'[{100 * d.ci_rel[0]:+.2f}%, {100 * d.ci_rel[1]:+.2f}%] | '
         f'{"yes" if d.excludes_zero else "no"} |')
   return '\n'.join(lines) + '\n'
+
+
+def stage_deltas(ranks: dict[str, dict[str, user_ranks.UserRanks]],
+                 metrics: Sequence[str] = DEFAULT_METRICS, **kwargs
+                 ) -> dict[str, dict[str, list[PairedDelta]]]:
+  """Each later stage of one run against its first, paired per split.
+
+  Args:
+    ranks: {stage: {split: ranks}} in stage order (e.g. sft, rl), every
+      stage evaluated on the same rows.
+    metrics: names such as 'ndcg@10'.
+    **kwargs: num_resamples, seed, level (see paired_deltas).
+
+  Returns:
+    {later stage: {split: deltas (later - first)}}; empty for one stage.
+  """
+  first, *later = ranks
+  out = {}
+  for stage in later:
+    out[stage] = {}
+    for split, rows in ranks[stage].items():
+      base = ranks[first][split]
+      check_same_rows(rows, base, stage, first)
+      a, _ = group_metrics([rows], metrics, [stage])
+      b, _ = group_metrics([base], metrics, [first])
+      out[stage][split] = paired_deltas(a, b, metrics, **kwargs)
+  return out
+
+
+def stage_deltas_markdown(deltas: dict[str, dict[str, list[PairedDelta]]],
+                          first: str, level: float = 0.95) -> str:
+  """Markdown rows 'stage vs first | split | metric | diff (rel) [CI]'."""
+  pct = round(100 * level)
+  lines = [f'| stage | split | metric | {first} | stage | paired diff '
+           f'(rel.) [{pct}% CI] | CI excludes 0 |',
+           '|---|---|---|---|---|---|---|']
+  for stage, by_split in deltas.items():
+    for split, ds in by_split.items():
+      for d in ds:
+        lines.append(
+            f'| {stage} vs {first} | {split} | {d.metric} | {d.mean_b:.4f} '
+            f'| {d.mean_a:.4f} | {format_delta(d)} | '
+            f'{"yes" if d.excludes_zero else "no"} |')
+  return '\n'.join(lines)

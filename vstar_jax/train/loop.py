@@ -32,6 +32,7 @@ from vstar_jax.data import files
 from vstar_jax.data import pipeline
 from vstar_jax.data import splits
 from vstar_jax.eval import history_rule
+from vstar_jax.eval import paired
 from vstar_jax.eval import user_ranks
 from vstar_jax.models import policy
 from vstar_jax.rl import item_embeddings
@@ -494,7 +495,7 @@ def train_and_evaluate(config: config_lib.RunConfig, workdir: str
   start = time.perf_counter()
   run = prepare_run(config, workdir)
   results = _run_info(config, run.exp, run.model, run.mesh)
-  params = None
+  params, stage_ranks = None, {}
   for name in config.stage_list:
     if name == 'sft':
       stage = sft_stage(run)
@@ -508,17 +509,28 @@ def train_and_evaluate(config: config_lib.RunConfig, workdir: str
       run.writer.close()
       return results
     (results['metrics'][name], results['timings'][f'{name}_eval_s'],
-     ranks) = evaluation.final_evaluation(config, run.exp, run.model, params,
-                                          run.mesh)
+     stage_ranks[name]) = evaluation.final_evaluation(
+         config, run.exp, run.model, params, run.mesh)
     if jax.process_index() == 0:   # per-user ranks beside results.json
-      user_ranks.write(os.path.join(workdir, 'results.json'), name, ranks)
+      user_ranks.write(os.path.join(workdir, 'results.json'), name,
+                       stage_ranks[name])
   results['timings']['wall_s'] = time.perf_counter() - start
   results['device'] = str(jax.devices()[0].device_kind)
   run.writer.close()
   if jax.process_index() == 0:
+    # Each later stage (RL) against the first (SFT), paired over users.
+    deltas = paired.stage_deltas(stage_ranks)
+    results['paired_vs_first_stage'] = {
+        stage: {split: [d.to_dict() for d in ds]
+                for split, ds in by_split.items()}
+        for stage, by_split in deltas.items()}
     files.write_json(os.path.join(workdir, 'results.json'), results)
+    table = evaluation.results_table(results)
+    if deltas:
+      table += '\n\n' + paired.stage_deltas_markdown(
+          deltas, config.stage_list[0])
     print(f'\nResults ({run.exp.dataset.name}, {run.exp.split.protocol}, '
           f'full ranking, beam {config.eval.beam_width}; '
           f'{history_rule.describe(config.eval.exclude_history)}):\n'
-          f'{evaluation.results_table(results)}', flush=True)
+          f'{table}', flush=True)
   return results
