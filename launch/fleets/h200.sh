@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
-# The next device script (prepared 2026-11-29; one NVIDIA H200, ~15 minutes in all): run
-# from the repository root on the GPU machine, with $OUT set by the device
-# tool and these ignored paths carried: .whl (ml-collections and tensorboardX
-# wheels, missing from the GPU image) and gpu_data (see the job list).
-#   bash launch/fleets/h200_next.sh
+# The device script (one NVIDIA H200, ~15 minutes in all): run from the
+# repository root on the GPU machine, with $OUT set by the device tool and
+# these ignored paths carried: .whl (ml-collections and tensorboardX wheels,
+# missing from the GPU image) and gpu_data (see the job list).
+#   bash launch/fleets/h200.sh launch/fleets/h200_next.txt [MAX_RUNNING]
 # 1. a gate (the smoke SFT + RL run; stops here if the image cannot run us),
 # 2. the train benchmark's steps-per-call column (issue 15), short, first
-#    (the 2026-11-28 lease ran out before it),
-# 3. the fleet of launch/fleets/h200_next.txt under deadlines (chains need
-#    SFT ~4 min + RL ~3 min each on a shared H200: 12 at a time, not 20),
+#    (BENCHMARK=0 skips it; the 2026-11-28 lease ran out before it, when it
+#    ran after the fleet),
+# 3. the fleet of the job list under deadlines (chains need SFT ~4 min + RL
+#    ~3 min each on a shared H200: 12 at a time by default, not 20),
 # 4. every run's results, per-user ranks and logs packed into one tarball.
 set -u
 start=$(date +%s)
 OUT=${OUT:?set OUT}
+JOBS=${1:?usage: h200.sh JOBS_FILE [MAX_RUNNING]}
+MAX_RUNNING=${2:-12}
 TRAIN_DEADLINE_S=${TRAIN_DEADLINE_S:-330}
 EVAL_DEADLINE_S=${EVAL_DEADLINE_S:-400}
+BENCHMARK=${BENCHMARK:-1}
+[ -f "$JOBS" ] || { echo "h200.sh: no job list $JOBS"; exit 2; }
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
     --upgrade --target /tmp/site .whl/*.whl || exit 2
 export PYTHONPATH=/tmp/site:$PWD
@@ -31,12 +36,14 @@ timeout 100 python3 -m launch.train --config=launch/configs/smoke.py \
   echo "gate failed"; tail -40 "$OUT/gate.log"; exit 3; }
 echo "gate passed in $(( $(date +%s) - start )) s"
 
-timeout 75 python3 -m launch.benchmark --suite=train --ablations=false --noprofile \
-    --steps_per_call=1,8,64,256 --noepoch --out="$OUT/train_h200.json" \
-    >"$OUT/benchmark.log" 2>&1 || echo "benchmark stopped (see benchmark.log)"
+if [ "$BENCHMARK" = 1 ]; then
+  timeout 75 python3 -m launch.benchmark --suite=train --ablations=false --noprofile \
+      --steps_per_call=1,8,64,256 --noepoch --out="$OUT/train_h200.json" \
+      >"$OUT/benchmark.log" 2>&1 || echo "benchmark stopped (see benchmark.log)"
+fi
 
-python3 -m launch.fleet --jobs=launch/fleets/h200_next.txt \
-    --root=runs/fleet --max_running=12 --train_deadline_s="$TRAIN_DEADLINE_S" \
+python3 -m launch.fleet --jobs="$JOBS" \
+    --root=runs/fleet --max_running="$MAX_RUNNING" --train_deadline_s="$TRAIN_DEADLINE_S" \
     --eval_deadline_s="$EVAL_DEADLINE_S" >"$OUT/fleet_driver.log" 2>&1
 echo "fleet exit $? after $(( $(date +%s) - start )) s"
 tail -5 "$OUT/fleet_driver.log"
