@@ -1,18 +1,21 @@
-"""launch/configs/ablation.py: variants differ only where they should."""
+"""launch/configs/ablation.py: variants differ only where they should; the
+Quickstart main job (default.py) is the fresh-prompt V-STAR recipe."""
 import pytest
 
 from launch.configs import ablation
+from launch.configs import default
+from launch.configs import rl_recipes
 from vstar_jax.decoding import beam
 
 
 @pytest.mark.parametrize('dataset', sorted(ablation.DATASETS))
 def test_variants_share_everything_but_the_switches(dataset):
   configs = {v: ablation.get_config(f'{dataset},{v}')
-             for v in ablation.VARIANTS}
+             for v in rl_recipes.VARIANTS}
   switches = {('rollout', 'kind'), ('rl', 'sibling_alpha'),
               ('rl', 'value_coef'), ('ablation',),
               ('model', 'value_grad_to_trunk')}
-  switches |= {('rollout', k) for k in ablation.SUPERSET_VED}
+  switches |= {('rollout', k) for k in rl_recipes.SUPERSET_VED}
   switches.add(('rollout', 'ved_init_beam'))
   flat = {v: {k: val for k, val in _flatten(c.to_dict()).items()
               if k not in switches} for v, c in configs.items()}
@@ -35,16 +38,16 @@ def test_variants_share_everything_but_the_switches(dataset):
     preset = search.preset('superset', budget=sup.ved_budget,
                            num_candidates=sup.num_candidates)
     assert sup.ved_init_beam == preset.init_beam == sup.num_candidates
-    for field, value in ablation.SUPERSET_VED.items():
+    for field, value in rl_recipes.SUPERSET_VED.items():
       assert getattr(preset, field[len('ved_'):]) == value
       assert sup[field] == value
-  for variant in ablation.PAPER_VED_VARIANTS:
+  for variant in rl_recipes.PAPER_VED_VARIANTS:
     rollout = configs[variant].rollout
     paper = search.preset('paper', budget=rollout.ved_budget,
                           num_candidates=rollout.num_candidates)
     assert rollout.kind == 'ved'
     assert rollout.ved_init_beam == paper.init_beam
-    for field in ablation.SUPERSET_VED:
+    for field in rl_recipes.SUPERSET_VED:
       assert rollout[field] == getattr(paper, field[len('ved_'):]), field
   assert configs['vstar_paper'].rl.sibling_alpha > 0
   assert configs['ved_grpo_paper'].rl.sibling_alpha == 0
@@ -67,6 +70,17 @@ def test_fresh_protocol_sibling_floor_and_budget_reference():
   config.rollout.beam_width = 24
   assert config.rollout.ved_budget == beam.decode_cost(
       len(config.rl.step_weights), 24)
+
+
+def test_main_job_is_the_fresh_vstar_recipe_at_its_chosen_lr():
+  main = _flatten(default.get_config().to_dict())
+  recipe = _flatten(ablation.get_config('default,vstar,fresh').to_dict())
+  differ = {k for k in main.keys() | recipe.keys()
+            if main.get(k) != recipe.get(k)}
+  assert differ == {('stages',), ('ablation',), ('rl', 'learning_rate')}
+  assert main['stages',] == 'sft,rl' and main['rl', 'learning_rate'] == 3e-4
+  assert main['data', 'fresh_windows'] == 1
+
 
 def test_unknown_variant():
   with pytest.raises(ValueError, match='expected DATASET,VARIANT'):
