@@ -6,7 +6,9 @@
 Each table sits between `<!-- table:NAME -->` and `<!-- /table:NAME -->` in
 WORKSPACE.md; NAME is `DATASET/STAGE` (e.g. `scientific/sft`), `DATASET` for
 all variants of a dataset, or a results sub-folder; `probes:FOLDER` tables
-the launch.rl_probe outputs (`seedK.probe_{start,best}.json`) under it. A row is a variant
+the launch.rl_probe outputs (`seedK.probe_{start,best}.json`) under it, and
+`levers:FOLDER vs=REF` is an ablation table (validation and test NDCG@10
+of each variant with its paired difference to REF). A row is a variant
 folder `results/DATASET/VARIANT/` holding one `seed*.json` (a run's
 results.json) per seed; cells are mean +- population std over seeds of the
 test metrics of the run's last stage, selected on validation by the run
@@ -103,7 +105,8 @@ def _device_name(result: dict) -> str:
   return device.replace('NVIDIA ', '')
 
 
-def _delta_cell(variant_dir: str, ref_dir: str, stage: str) -> str:
+def _delta_cell(variant_dir: str, ref_dir: str, stage: str,
+                split: str = 'test') -> str:
   """Paired DELTA_METRIC difference vs the reference row, or 'n/a'."""
   if os.path.normpath(variant_dir) == os.path.normpath(ref_dir):
     return 'ref.'
@@ -122,7 +125,7 @@ def _delta_cell(variant_dir: str, ref_dir: str, stage: str) -> str:
       return 'n/a'
     sides.append(folders)
   comparison = paired.compare(sides[0], sides[1], stage_a=stage,
-                              metrics=(DELTA_METRIC,))
+                              split=split, metrics=(DELTA_METRIC,))
   return paired.format_delta(comparison.deltas[0])
 
 
@@ -190,9 +193,51 @@ def probe_table(results_dir: str, name: str) -> str:
   return '\n'.join(lines) + '\n'
 
 
+def _mean_std(values: list[float]) -> str:
+  if len(values) == 1:
+    return f'{values[0]:.4f}'
+  return f'{np.mean(values):.4f} ± {np.std(values):.4f}'
+
+
+def lever_table(results_dir: str, name: str, ref: str) -> str:
+  """An ablation table: a row per variant folder of results/NAME and the
+  reference REF (a folder under it, or a path relative to it), with
+  NDCG@10 on validation and test, each with its paired difference to REF
+  over the seeds both have, and test HR@10."""
+  base = os.path.join(results_dir, name)
+  ref_dir = os.path.normpath(os.path.join(base, ref))
+  dirs = sorted(os.path.normpath(d) for d in glob.glob(os.path.join(base, '*'))
+                if _seed_runs(d))
+  if not _seed_runs(ref_dir):
+    raise ValueError(f'{ref_dir}: no seed*.json results (the vs= reference)')
+  dirs = [ref_dir] + [d for d in dirs if d != ref_dir]
+  ref_name = os.path.basename(ref_dir)
+  header = ['variant', 'seeds']
+  for split in ('valid', 'test'):
+    header += [f'{split} {DELTA_METRIC}', f'{split} Δ vs {ref_name} [95% CI]']
+  header.append('test hr@10')
+  lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+  for d in dirs:
+    runs = [json.load(open(p)) for p in _seed_runs(d)]
+    stage = list(runs[0]['metrics'])[-1]
+    cells = [os.path.basename(d), str(len(runs))]
+    for split in ('valid', 'test'):
+      cells += [_mean_std([r['metrics'][stage][split][DELTA_METRIC]
+                           for r in runs]),
+                _delta_cell(d, ref_dir, stage, split)]
+    cells.append(_mean_std([r['metrics'][stage]['test']['hr@10']
+                            for r in runs]))
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines) + '\n'
+
+
 def _render(results_dir: str, name: str, ref: str | None) -> str:
   if name.startswith('probes:'):
     return probe_table(results_dir, name[len('probes:'):])
+  if name.startswith('levers:'):
+    if ref is None:
+      raise ValueError(f'table:{name} needs vs=REF')
+    return lever_table(results_dir, name[len('levers:'):], ref)
   return table(results_dir, name, ref)
 
 

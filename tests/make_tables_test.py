@@ -134,3 +134,47 @@ def test_probe_table_means_over_seeds(tmp_path):
           '0.0500 | 0.1500 | 0.9000 |') in text
   with pytest.raises(ValueError, match='no probe files'):
     make_tables.probe_table(str(tmp_path), 'missing')
+
+
+def _write_ranked_seed(variant_dir, seed, ranks_by_split):
+  """seedK.json with both splits' metrics and their per-user ranks."""
+  variant_dir.mkdir(parents=True, exist_ok=True)
+  metrics = {split: {m: float(user_ranks.per_user_metric(r, m).mean())
+                     for m in ('ndcg@10', 'hr@10')}
+             for split, r in ranks_by_split.items()}
+  path = variant_dir / f'seed{seed}.json'
+  path.write_text(json.dumps({'metrics': {'sft': metrics}}))
+  users = np.arange(300, dtype=np.int32)
+  user_ranks.write(path, 'sft', {
+      split: user_ranks.UserRanks(users, users % 7, np.asarray(r, np.int32),
+                                  50) for split, r in ranks_by_split.items()})
+
+
+def test_lever_table_pairs_each_split_with_the_reference(tmp_path):
+  from launch import make_tables  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(1)
+  control = {s: rng.integers(0, 51, 300) for s in ('valid', 'test')}
+  better = {s: np.maximum(r - 2, 0) for s, r in control.items()}
+  ref_dir = tmp_path / 'other' / 'control'
+  _write_ranked_seed(ref_dir, 0, control)
+  _write_ranked_seed(tmp_path / 'levers' / 'lever_a', 0, better)
+  for seed in (0, 1):           # seed 1 has no control: pairs seed 0 only
+    _write_ranked_seed(tmp_path / 'levers' / 'lever_b', seed, control)
+  text = make_tables.lever_table(str(tmp_path), 'levers', '../other/control')
+  lines = text.splitlines()
+  assert lines[0] == ('| variant | seeds | valid ndcg@10 | valid Δ vs control '
+                      '[95% CI] | test ndcg@10 | test Δ vs control [95% CI] '
+                      '| test hr@10 |')
+  rows = {l.split(' | ')[0][2:]: l[2:-2].split(' | ') for l in lines[2:]}
+  assert list(rows) == ['control', 'lever_a', 'lever_b']
+  assert rows['control'][3] == rows['control'][5] == 'ref.'
+  for split, col in (('valid', 3), ('test', 5)):
+    want = paired.compare([tmp_path / 'levers' / 'lever_a' / 'seed0.user_ranks'],
+                          [ref_dir / 'seed0.user_ranks'], split=split,
+                          metrics=('ndcg@10',)).deltas[0]
+    assert want.diff > 0
+    assert rows['lever_a'][col] == paired.format_delta(want)
+    assert rows['lever_b'][col].startswith('+0.0000 (+0.0%)')
+  assert rows['lever_b'][1] == '2' and '±' in rows['lever_b'][2]
+  with pytest.raises(ValueError, match='vs= reference'):
+    make_tables.lever_table(str(tmp_path), 'levers', 'missing')
