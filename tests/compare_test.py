@@ -260,6 +260,8 @@ def test_runs_write_ranks_and_ce_control_starts_from_init(tmp_path,
     assert got[0]['mean_a'] == base['metrics']['rl'][split]['ndcg@10']
     assert (f'| rl vs sft | {split} | ndcg@10 | {got[0]["mean_b"]:.4f} |'
             in printed)
+  assert (('rl: no step beat its start' in printed) ==
+          (base['stages']['rl']['best_step'] == 0))
   ce_config = smoke_config(**{
       'init_from': str(tmp_path / 'sft'), 'data.fresh_windows': 1,
       'sft.train_on': 'rl_prompts', 'sft.batch_size': 8,

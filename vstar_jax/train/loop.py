@@ -529,6 +529,10 @@ def train_and_evaluate(config: config_lib.RunConfig, workdir: str
     if deltas:
       table += '\n\n' + paired.stage_deltas_markdown(
           deltas, config.stage_list[0])
+    for name, stage in results['stages'].items():
+      if stage.get('best_step') == 0:
+        table += (f'\n{name}: no step beat its start on validation; the '
+                  'stage reports its starting parameters.')
     print(f'\nResults ({run.exp.dataset.name}, {run.exp.split.protocol}, '
           f'full ranking, beam {config.eval.beam_width}; '
           f'{history_rule.describe(config.eval.exclude_history)}):\n'
