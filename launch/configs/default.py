@@ -2,7 +2,7 @@
 
   python -m launch.train --config=launch/configs/default.py --workdir=runs/default
 
-Runs on 2 CPU cores in about a quarter of an hour: builds SIDs for the 3,496
+Took 20 minutes on a busy 2-core CPU (WORKSPACE.md): builds SIDs for the 3,496
 movies with our tokenizer (MiniLM embeddings of title + genres, cached),
 trains the policy by SFT (selected on validation) on every training window
 but each user's last one, fine-tunes it with V-STAR on those held-out
