@@ -67,6 +67,12 @@ def _stage_metrics(result: dict, stage: str | None):
   return stage, result['metrics'][stage]['test']
 
 
+def _mean_std(values: list[float]) -> str:
+  if len(values) == 1:
+    return f'{values[0]:.4f}'
+  return f'{np.mean(values):.4f} ± {np.std(values):.4f}'
+
+
 def _row(variant_dir: str, stage: str | None):
   runs = _seed_runs(variant_dir)
   if not runs:
@@ -80,13 +86,8 @@ def _row(variant_dir: str, stage: str | None):
   tests = [_stage_metrics(r, stage)[1] for r in loaded]
   cells = []
   for m in METRICS:
-    vals = np.array([t[m] for t in tests if m in t])
-    if len(vals) == 0:
-      cells.append('')
-    elif len(vals) == 1:
-      cells.append(f'{vals[0]:.4f}')
-    else:
-      cells.append(f'{vals.mean():.4f} ± {vals.std():.4f}')
+    vals = [t[m] for t in tests if m in t]
+    cells.append(_mean_std(vals) if vals else '')
   beam = loaded[0]['eval']['beam_width']
   # Wall time per device kind: CPU and GPU runs of one row are not averaged.
   secs = collections.defaultdict(list)
@@ -191,12 +192,6 @@ def probe_table(results_dir: str, name: str) -> str:
   if len(lines) == 2:
     raise ValueError(f'{os.path.join(results_dir, name)}: no probe files')
   return '\n'.join(lines) + '\n'
-
-
-def _mean_std(values: list[float]) -> str:
-  if len(values) == 1:
-    return f'{values[0]:.4f}'
-  return f'{np.mean(values):.4f} ± {np.std(values):.4f}'
 
 
 def lever_table(results_dir: str, name: str, ref: str) -> str:
