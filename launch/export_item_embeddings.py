@@ -22,10 +22,9 @@ import jax
 from launch import runtime
 from launch.configs import common
 from vstar_jax import errors
-from vstar_jax import experiment
 from vstar_jax.data import files
+from vstar_jax.train import cf_model
 from vstar_jax.train import evaluation
-from vstar_jax.train import recommender
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory.',
                                required=True)
@@ -37,18 +36,10 @@ def _export() -> str:
   if not _OUT.value.endswith('.npy'):
     raise errors.ConfigError(f'--out={_OUT.value}: expected a .npy path')
   config = evaluation.load_run_config(_WORKDIR.value, common.base_config())
-  exp = experiment.load_experiment(config, _WORKDIR.value)
-  model = recommender.from_config(config, exp)
-  params = evaluation.restore_params(config, model, _WORKDIR.value,
-                                     _STAGE.value)
-  table = recommender.item_table(model.kind, params)
-  if table.shape[0] != exp.dataset.num_items:   # the model config's N
-    raise errors.ConfigError(
-        f'{_WORKDIR.value}: item table has {table.shape[0]} rows for '
-        f'{exp.dataset.num_items} catalogue items')
+  table = cf_model.trained_item_table(config, _WORKDIR.value, _STAGE.value)
   files.write_files({_OUT.value: files.encode_npy(table)})
   return (f'{table.shape[0]} x {table.shape[1]} item embeddings of '
-          f'{_WORKDIR.value} ({model.kind}, stage {_STAGE.value}) -> '
+          f'{_WORKDIR.value} ({config.model.kind}, stage {_STAGE.value}) -> '
           f'{_OUT.value}')
 
 

@@ -1,4 +1,5 @@
 """What every vstar_jax binary does around its main function."""
+import importlib.util
 import logging as py_logging
 import os
 import sys
@@ -7,6 +8,7 @@ from typing import Any, Callable, Optional
 from absl import logging
 import jax
 
+from vstar_jax import config as config_lib
 from vstar_jax import errors
 
 
@@ -49,3 +51,23 @@ def init_distributed(detect: bool, *, coordinator_address: Optional[str],
   logging.info('Process %d of %d; %d local / %d global devices.',
                jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count())
+
+
+def load_config_file(spec: str) -> config_lib.RunConfig:
+  """A config file given like --config (PATH.py[:ARG]), parsed and checked.
+
+  Raises:
+    ConfigError: no such file, or get_config fails or returns a bad config.
+  """
+  path, _, arg = spec.partition(':')
+  if not os.path.isfile(path):
+    raise errors.ConfigError(f'{path}: config file not found')
+  module_spec = importlib.util.spec_from_file_location(
+      f'_config_{os.path.basename(path)[:-3]}', path)
+  module = importlib.util.module_from_spec(module_spec)
+  try:
+    module_spec.loader.exec_module(module)
+    config = module.get_config(arg) if arg else module.get_config()
+  except (AttributeError, TypeError, ValueError) as e:
+    raise errors.ConfigError(f'{spec}: {" ".join(str(e).split())}') from e
+  return config_lib.parse(config)

@@ -14,6 +14,11 @@ them all on the 'data' axis; see --config.mesh.*) and on several processes:
 detects, e.g. a TPU pod slice: --distributed). Every process runs the same
 command and workdir; process 0 writes logs and results.
 
+With config.sid.inputs 'cf' or 'text+cf' (launch/configs/scientific.py's
+default) the run first trains the ID model of config.sid.cf_model in
+WORKDIR/cf_model/ and builds its SIDs from that model's item table
+(vstar_jax.train.cf_model); a rerun resumes whichever part was interrupted.
+
 Kept short on purpose (flax examples' main.py): the logic is in
 vstar_jax.train.loop. A bad input file, config value or config field ends
 the run with a one-line error on stderr ("train: error: ...") and exit code 1
@@ -33,6 +38,7 @@ from ml_collections import config_flags
 
 from launch import runtime
 from vstar_jax import config as config_lib
+from vstar_jax.train import cf_model
 from vstar_jax.train import loop
 from vstar_jax.train import preemption
 
@@ -86,10 +92,19 @@ def _parse_flags(argv: list[str]) -> list[str]:
 
 def _train() -> dict:
   config = config_lib.parse(_CONFIG.value)    # every field, checked once
+  cf_config = None
+  if cf_model.required(config):   # SIDs from a CF model's item table
+    cf_config = cf_model.on_run_data(
+        runtime.load_config_file(config.sid.cf_model), config)
   runtime.init_distributed(
       _DISTRIBUTED.value, coordinator_address=_COORDINATOR.value,
       num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
   preemption.install()
+  if cf_config is not None:
+    stopped = cf_model.ensure_item_embeddings(config, cf_config,
+                                              _WORKDIR.value)
+    if stopped is not None:
+      return stopped
   return loop.train_and_evaluate(config, _WORKDIR.value)
 
 

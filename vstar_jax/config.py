@@ -39,6 +39,7 @@ from vstar_jax.rl import step as rl_step_lib
 from vstar_jax.sid import collisions as sid_collisions
 
 STAGES = ('sft', 'rl')
+SID_INPUTS = ('text', 'cf', 'text+cf')
 MODEL_KINDS = ('sid', 'sasrec')
 DTYPES = ('float32', 'bfloat16')
 
@@ -74,6 +75,13 @@ def _item_embeddings(spec: str) -> Optional[str]:
       spec.startswith('attributes:') and len(spec) > len('attributes:')):
     return None
   return "expected 'text', 'attributes:PATH' or a .npy path"
+
+
+def _cf_model(spec: str) -> Optional[str]:
+  path = spec.split(':', 1)[0]
+  if not spec or path.endswith('.py'):
+    return None
+  return "expected '' or a config file PATH.py[:ARG], like --config"
 
 
 def _stages(stages: str) -> Optional[str]:
@@ -114,6 +122,8 @@ class SidConfig:
   balanced: bool = _field()
   collisions: str = _field(one_of(*sid_collisions.METHODS))
   seed: int = _field()
+  inputs: str = _field(one_of(*SID_INPUTS))   # what residual k-means reads
+  cf_model: str = _field(_cf_model)   # config file of the CF model ('cf')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -389,6 +399,10 @@ def _check_cross_fields(cfg: RunConfig) -> None:
         f'config.data.fresh_windows={cfg.data.fresh_windows}: needs '
         "config.data.protocol='leave_one_out' (windows before each user's "
         'validation item)')
+  if 'cf' in cfg.sid.inputs.split('+') and not cfg.sid.cf_model:
+    raise errors.ConfigError(
+        f'config.sid.inputs={cfg.sid.inputs!r} reads the item table of a '
+        "CF model: set config.sid.cf_model to its config file")
   r = cfg.rollout
   if r.kind == 'beam' and r.beam_width < r.num_candidates:
     raise errors.ConfigError(

@@ -77,6 +77,14 @@ def _sid_codes(config: config_lib.RunConfig, ds,
         'items would count as hits for each other. Use a collision-free '
         'index (e.g. a *_zcr variant), config.data.sid_collisions='
         'extra_level, or build SIDs (config.data.index=None)')
+  if config.init_from:
+    # A checkpoint means something only with the SIDs it was trained on.
+    path = built_index_path(_resolve(config.init_from), ds.name)
+    if not os.path.exists(path):
+      raise errors.ConfigError(
+          f'{path}: not found; config.init_from={config.init_from!r} did not '
+          'build its SIDs, so set config.data.index to the index it used')
+    return _codes_in_item_order(sid_index.read_sid_index(path), ds, path), path
   if workdir is None:
     raise errors.ConfigError(
         f'dataset {ds.name!r} has no SID index: set config.data.index, or '
@@ -84,26 +92,63 @@ def _sid_codes(config: config_lib.RunConfig, ds,
   return _built_sids(config, ds, workdir)
 
 
+def built_index_path(workdir: str, dataset_name: str) -> str:
+  """Where a run keeps the SIDs it built (config.data.index empty)."""
+  return os.path.join(workdir, 'sids', f'{dataset_name}.index.json.gz')
+
+
+def cf_embeddings_path(workdir: str) -> str:
+  """[N, D] float32 .npy item table of the run's CF model (sid.inputs cf)."""
+  return os.path.join(workdir, 'sids', 'cf_item_embeddings.npy')
+
+
+def _sid_embeddings(config: config_lib.RunConfig, ds,
+                    workdir: str) -> np.ndarray:
+  """[N, D] float32 rows residual k-means reads (config.sid.inputs)."""
+  from vstar_jax.sid import build  # pylint: disable=g-import-not-at-top
+  parts = {}
+  for source in config.sid.inputs.split('+'):
+    if source == 'text':
+      parts['text'] = build.dataset_embeddings(
+          ds, cache_dir=_resolve(config.embedding_cache_dir))
+    else:
+      path = cf_embeddings_path(workdir)
+      if not os.path.exists(path):
+        raise errors.ConfigError(
+            f'{path}: not found; config.sid.inputs={config.sid.inputs!r} '
+            'reads the item table of config.sid.cf_model, which launch.train '
+            'trains first')
+      table = np.load(path, allow_pickle=False)
+      if table.ndim != 2 or table.shape[0] != ds.num_items:
+        raise errors.DataError(
+            f'{path}: shape {table.shape}, expected [{ds.num_items}, D] (one '
+            'row per catalogue item)')
+      parts[path] = table
+  if len(parts) == 1:
+    return next(iter(parts.values()))
+  return build.concat_normalized(parts)
+
+
 def _built_sids(config: config_lib.RunConfig, ds,
                 workdir: str) -> tuple[np.ndarray, str]:
   """Builds SIDs with our tokenizer once per run (WORKDIR/sids/)."""
   from vstar_jax.sid import build  # pylint: disable=g-import-not-at-top
-  path = os.path.join(workdir, 'sids', f'{ds.name}.index.json.gz')
+  path = built_index_path(workdir, ds.name)
   if not os.path.exists(path):
     c = config.sid
     build_cfg = build.SidBuildConfig(
         num_levels=c.num_levels, codebook_size=c.codebook_size,
         num_iters=c.num_iters, balanced=c.balanced, collisions=c.collisions)
-    embeddings = build.dataset_embeddings(
-        ds, cache_dir=_resolve(config.embedding_cache_dir))
-    codes, stats = build.build_sids(jax.random.key(c.seed), embeddings,
+    codes, stats = build.build_sids(jax.random.key(c.seed),
+                                    _sid_embeddings(config, ds, workdir),
                                     build_cfg)
+    stats['inputs'] = c.inputs
     files.write_files({
         path: files.encode_json(sid_index.format_sid_index(codes, ds.item_ids),
                                 gz=True),
         os.path.join(workdir, 'sids', 'sid_stats.json'):
             files.encode_json(stats, indent=1)})
-    logging.info('Built SIDs for %s: %s', ds.name, path)
+    logging.info('Built SIDs for %s from %s: %s', ds.name, c.inputs, path)
   return _codes_in_item_order(sid_index.read_sid_index(path), ds, path), path
 
 

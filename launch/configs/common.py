@@ -71,6 +71,14 @@ def base_config() -> ml_collections.ConfigDict:
   config.sid.balanced = True
   config.sid.collisions = 'reassign'       # or 'extra_level'
   config.sid.seed = 0
+  # What residual k-means reads: 'text' (MiniLM item-text embeddings),
+  # 'cf' (the item table of a collaborative model) or 'text+cf' (both,
+  # each row L2-normalised, side by side). 'cf' trains config.sid.cf_model,
+  # a config file like --config (PATH.py[:ARG], e.g. an ID model such as
+  # launch/configs/sasrec_scientific.py), on the run's training windows in
+  # WORKDIR/cf_model/ first, seeded by config.sid.seed.
+  config.sid.inputs = 'text'
+  config.sid.cf_model = ''
   config.embedding_cache_dir = '.cache/embeddings'
 
   config.model = ml_collections.ConfigDict()
