@@ -9,12 +9,9 @@ import pytest
 from vstar_jax.decoding import beam
 from vstar_jax.models import policy
 from vstar_jax.sid import trie as trie_lib
+from tests import toys
 
-CFG = policy.PolicyConfig(num_levels=3, vocab_size=4, max_history=5,
-                          width=32, num_layers=1, num_heads=2,
-                          dropout_rate=0.0, value_width=8,
-                          mlp_ratio=4, value_grad_to_trunk=True,
-                          dtype='float32')
+CFG = toys.policy_config(max_history=5, width=32)
 
 
 @pytest.fixture(scope='module')

@@ -23,6 +23,7 @@ from vstar_jax.bench import timing
 from vstar_jax.models import policy
 from vstar_jax.sid import trie as trie_lib
 from vstar_jax.train import sft
+from tests import toys
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TOY = ['--data_dir=testdata/synthetic', '--dataset=toy', '--index_path=',
@@ -172,11 +173,8 @@ def test_time_calls_warms_up_then_times_each_call():
 
 
 def test_sft_forward_flops_match_xla():
-  cfg = policy.PolicyConfig(num_levels=3, vocab_size=16, max_history=6,
-                            width=64, num_layers=2, num_heads=2,
-                            dropout_rate=0.,
-                            mlp_ratio=4, value_width=128,
-                            value_grad_to_trunk=True, dtype='float32')
+  cfg = toys.policy_config(vocab_size=16, max_history=6, width=64,
+                           num_layers=2, value_width=128)
   codes = np.array([[a, b, c] for a in range(4) for b in range(3)
                     for c in range(2)], np.int32)
   trie = trie_lib.build_trie(codes, vocab_size=16)

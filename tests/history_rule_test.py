@@ -15,6 +15,7 @@ from vstar_jax.eval import history_rule
 from vstar_jax.eval import ranking
 from vstar_jax.models import policy
 from vstar_jax.models import sasrec
+from tests import toys
 
 # One user; history (newest last) = [pad, 2, 7]; the target is item 3.
 HISTORY = jnp.array([[-1, 2, 7]], jnp.int32)
@@ -101,10 +102,7 @@ def test_sasrec_list_longer_than_the_unseen_items_ends_in_empty_slots(
   np.testing.assert_array_equal(res.items[0, 8:], -1)
 
 
-POLICY = policy.PolicyConfig(num_levels=2, vocab_size=4, max_history=4,
-                             width=16, num_layers=1, num_heads=1,
-                             dropout_rate=0.0, value_width=8, mlp_ratio=2,
-                             value_grad_to_trunk=True, dtype='float32')
+POLICY = toys.policy_config(num_levels=2, num_heads=1, mlp_ratio=2)
 
 
 def test_sid_and_id_paths_apply_the_same_rule(random_catalogue):

@@ -24,12 +24,9 @@ from vstar_jax.rl import step as rl_step_lib
 from vstar_jax.train import loop
 from vstar_jax.train import sft
 from vstar_jax.train import state as state_lib
+from tests import toys
 
-CFG = policy.PolicyConfig(num_levels=3, vocab_size=4, max_history=4,
-                          width=16, num_layers=1, num_heads=2,
-                          dropout_rate=0.1, value_width=8,
-                          mlp_ratio=4, value_grad_to_trunk=True,
-                          dtype='float32')
+CFG = toys.policy_config(dropout_rate=0.1)
 BATCH = 8
 # Small enough that the embedding, attention and MLP kernels get split.
 FSDP_MIN_SIZE = 64

@@ -9,12 +9,10 @@ import numpy as np
 import pytest
 
 from vstar_jax.models import policy
+from tests import toys
 
-CFG = policy.PolicyConfig(num_levels=3, vocab_size=8, max_history=6,
-                          width=32, num_layers=2, num_heads=4,
-                          dropout_rate=0.0, value_width=16,
-                          mlp_ratio=4, value_grad_to_trunk=True,
-                          dtype='float32')
+CFG = toys.policy_config(vocab_size=8, max_history=6, width=32, num_layers=2,
+                         num_heads=4, value_width=16)
 
 
 def _batch(seed=0, batch=3):

@@ -17,12 +17,9 @@ from vstar_jax.models import policy
 from vstar_jax.rl import rollout as rollout_lib
 from vstar_jax.rl import step as rl_step_lib
 from vstar_jax.train import state as state_lib
+from tests import toys
 
-CFG = policy.PolicyConfig(num_levels=3, vocab_size=4, max_history=4,
-                          width=16, num_layers=1, num_heads=2,
-                          dropout_rate=0.0, value_width=8,
-                          mlp_ratio=4, value_grad_to_trunk=True,
-                          dtype='float32')
+CFG = toys.policy_config()
 
 
 @pytest.fixture(scope='module')

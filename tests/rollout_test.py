@@ -13,12 +13,9 @@ from vstar_jax.decoding.ved import search
 from vstar_jax.models import policy
 from vstar_jax.rl import rollout as rollout_lib
 from vstar_jax.sid import trie as trie_lib
+from tests import toys
 
-CFG = policy.PolicyConfig(num_levels=3, vocab_size=5, max_history=4,
-                          width=32, num_layers=1, num_heads=2,
-                          dropout_rate=0.0, value_width=8,
-                          mlp_ratio=4, value_grad_to_trunk=True,
-                          dtype='float32')
+CFG = toys.policy_config(vocab_size=5, width=32)
 
 
 @pytest.fixture(scope='module')

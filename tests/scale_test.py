@@ -3,12 +3,10 @@ import numpy as np
 import pytest
 
 from vstar_jax.bench import scale
-from vstar_jax.models import policy
+from tests import toys
 
-CFG = policy.PolicyConfig(num_levels=3, vocab_size=8, max_history=5,
-                          width=128, num_layers=2, num_heads=4, mlp_ratio=4,
-                          dropout_rate=0.1, value_width=128,
-                          value_grad_to_trunk=True, dtype='float32')
+CFG = toys.policy_config(vocab_size=8, max_history=5, width=128, num_layers=2,
+                         num_heads=4, dropout_rate=0.1, value_width=128)
 
 
 def test_estimate_is_peak_times_utilisation_over_flops():
