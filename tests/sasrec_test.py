@@ -313,5 +313,8 @@ def test_tuned_configs(arg, repo_root):
   assert (config.model.num_layers, config.model.num_heads) == (1, 1)
   assert config.sft.end_lr_ratio == 1.0
   assert (repo_root / config.data.dir).is_dir()
-  with pytest.raises(ValueError, match='DATASET,HISTORY'):
-    sasrec_tuned.get_config(arg.replace(',', ',x'))
+  assert config.sasrec.loss == 'sampled'
+  assert sasrec_tuned.get_config(f'{arg},full').sasrec.loss == 'full'
+  for bad in (arg.replace(',', ',x'), f'{arg},bpr', f'{arg},full,x'):
+    with pytest.raises(ValueError, match=r'DATASET,HISTORY\[,LOSS\]'):
+      sasrec_tuned.get_config(bad)

@@ -7,6 +7,13 @@ the value model's dense reward uses the S3-Rec brand/category attributes.
   python -m launch.train --config=launch/configs/beauty.py \\
       --workdir=runs/beauty/vstar --config.stages=rl \\
       --config.init_from=runs/beauty/sft
+
+Our own SIDs with a collaborative signal (Beauty's counterpart of
+scientific.py's default; being confirmed, WORKSPACE issue 14): residual
+k-means on the item table of the tuned full-softmax SASRec, trained first:
+  --config.data.index= --config.sid.inputs=cf \
+  --config.sid.cf_model=launch/configs/sasrec_tuned.py:beauty,50,full \
+  --config.rl.step_weights=0.3,0.5,1.0
 """
 from launch.configs import common
 
