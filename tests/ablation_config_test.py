@@ -3,6 +3,7 @@ Quickstart main job (default.py) is the fresh-prompt V-STAR recipe."""
 import pytest
 
 from launch.configs import ablation
+from launch.configs import common
 from launch.configs import default
 from launch.configs import rl_recipes
 from vstar_jax.decoding import beam
@@ -83,8 +84,20 @@ def test_main_job_is_the_fresh_vstar_recipe():
 
 
 def test_unknown_variant():
-  with pytest.raises(ValueError, match='expected DATASET,VARIANT'):
+  with pytest.raises(ValueError, match='expected DATASET'):
     ablation.get_config('scientific,ppo')
+
+
+def test_model_size_rides_on_the_dataset():
+  tiger = ablation.get_config('scientific:tiger,vstar,fresh')
+  assert (tiger.model.width, tiger.model.num_layers, tiger.model.mlp_ratio) == (
+      common.MODEL_SIZES['tiger'][0], common.MODEL_SIZES['tiger'][1],
+      common.MODEL_SIZES['tiger'][3])
+  assert ablation.get_config('beauty:base,ce').model.width == 512
+  assert ablation.get_config('scientific,ce').model.width == 128
+  for bad in ('scientific:huge,vstar', 'default:tiger,vstar'):
+    with pytest.raises(ValueError, match=r'DATASET\[:SIZE\],VARIANT'):
+      ablation.get_config(bad)
 
 
 def _flatten(d, prefix=()):
@@ -120,5 +133,5 @@ def test_fresh_protocol_and_ce_control_read_rl_budget():
 
 
 def test_unknown_protocol():
-  with pytest.raises(ValueError, match='expected DATASET,VARIANT'):
+  with pytest.raises(ValueError, match='expected DATASET'):
     ablation.get_config('scientific,vstar,stale')

@@ -210,3 +210,23 @@ def test_colliding_index_is_rejected(tmp_path, repo_root, smoke_config):
   np.testing.assert_array_equal(exp.codes[:, :-1], original)
   assert exp.codes[0, -1] != exp.codes[1, -1]
   assert len({tuple(row) for row in exp.codes}) == exp.codes.shape[0]
+
+
+def test_init_from_must_build_the_same_network(tmp_path, smoke_config):
+  config = smoke_config(**{'stages': 'rl', 'init_from': str(tmp_path)})
+  with pytest.raises(errors.ConfigError, match=r'config.json: not found; is '
+                     r'config.init_from=.* a launch.train work directory'):
+    loop.check_same_model(config, str(tmp_path))
+  saved = config.to_dict()
+  (tmp_path / 'config.json').write_text(json.dumps(saved))
+  loop.check_same_model(config, str(tmp_path))
+  saved['model']['dropout_rate'] = 0.5            # no parameter shape
+  (tmp_path / 'config.json').write_text(json.dumps(saved))
+  loop.check_same_model(config, str(tmp_path))
+  saved['model']['num_layers'] = 6
+  (tmp_path / 'config.json').write_text(json.dumps(saved))
+  with pytest.raises(errors.ConfigError,
+                     match=r"^config.model.num_layers=1, but config.init_from="
+                           r".* was trained with 6: use its model size"):
+    loop.prepare_run(config, str(tmp_path / 'rl'))
+  assert not (tmp_path / 'rl').exists()

@@ -3,7 +3,7 @@
   python -m launch.train --config=launch/configs/ablation.py:scientific,vstar \\
       --workdir=runs/sci/ablation/vstar_s0 --config.init_from=runs/sci/sft_s0
 
-The argument is DATASET,VARIANT with DATASET one of scientific | beauty |
+The argument is DATASET[:SIZE],VARIANT with DATASET one of scientific | beauty |
 default (the bundled MovieLens with the Quickstart job's SFT settings) and
 VARIANT one of (launch/configs/rl_recipes.py)
 
@@ -34,6 +34,10 @@ VARIANT one of (launch/configs/rl_recipes.py)
                 from the same checkpoint on the same prompts, with RL's
                 steps, batch, learning-rate schedule, clipping and decay
 
+DATASET may carry the SFT run's model size, as the dataset configs take it
+(`scientific:tiger,vstar,fresh`); a size that differs from the init_from
+run's is a one-line error.
+
 "SFT only" is the SFT run itself. Every variant spends the same decoder-token
 budget per prompt: beam width 16 costs 1 + (L-1) 16 tokens and VED's budget
 is set to that same number. All other settings are the dataset config's.
@@ -52,25 +56,30 @@ sibling groups with reward std below 0.05 get no Sibling-GRPO term
 for every run before 2026-11-29 04:20 UTC).
 """
 from launch.configs import beauty
+from launch.configs import common
 from launch.configs import default
 from launch.configs import rl_recipes
 from launch.configs import scientific
 
 DATASETS = {'scientific': scientific.get_config, 'beauty': beauty.get_config,
-            'default': default.movielens_config}
+            'default': lambda size: default.movielens_config()}
 PROTOCOLS = ('', 'fresh')
 
 
 def get_config(arg: str = 'scientific,vstar'):
   dataset, variant, protocol = (arg.split(',') + ['', ''])[:3]
+  dataset, _, size = dataset.partition(':')
   if (dataset not in DATASETS or
       variant not in (*rl_recipes.VARIANTS, 'ce') or
-      protocol not in PROTOCOLS or arg.count(',') > 2):
+      protocol not in PROTOCOLS or arg.count(',') > 2 or
+      size not in ('', *common.MODEL_SIZES) or
+      (size and dataset == 'default')):
     raise ValueError(
-        f'--config=ablation.py:{arg}: expected DATASET,VARIANT[,fresh] with '
-        f'DATASET in {sorted(DATASETS)} and VARIANT in '
+        f'--config=ablation.py:{arg}: expected DATASET[:SIZE],VARIANT[,fresh]'
+        f' with DATASET in {sorted(DATASETS)}, SIZE (not for default) in '
+        f'{sorted(common.MODEL_SIZES)} and VARIANT in '
         f'{sorted(rl_recipes.VARIANTS) + ["ce"]}')
-  config = DATASETS[dataset]()
+  config = DATASETS[dataset](size or 'cpu')
   config.stages = 'rl'
   if protocol == 'fresh':
     rl_recipes.fresh_protocol(config)

@@ -466,6 +466,34 @@ def _run_info(config: config_lib.RunConfig, exp, model, mesh
       'stages': {}, 'metrics': {}, 'timings': {}}
 
 
+# ModelConfig fields that shape the parameters a checkpoint holds.
+_PARAM_SHAPE_FIELDS = ('kind', 'width', 'num_layers', 'num_heads', 'mlp_ratio',
+                       'item_id_embedding')
+
+
+def check_same_model(config: config_lib.RunConfig, init_from: str) -> None:
+  """A run that starts from `init_from` must build the same network.
+
+  Raises:
+    ConfigError: init_from has no config.json, or a parameter-shaping
+      config.model field differs (e.g. RL at the cpu size from a tiger SFT).
+  """
+  path = os.path.join(init_from, 'config.json')
+  if not os.path.exists(path):
+    raise errors.ConfigError(
+        f'{path}: not found; is config.init_from={init_from!r} a launch.train '
+        'work directory?')
+  saved = files.read_json_object(path).get('model', {})
+  for name in _PARAM_SHAPE_FIELDS:
+    ours = getattr(config.model, name)
+    theirs = saved.get(name, ours)   # runs saved before a field existed
+    if theirs != ours:
+      raise errors.ConfigError(
+          f'config.model.{name}={ours!r}, but config.init_from={init_from!r} '
+          f'was trained with {theirs!r}: use its model size (e.g. '
+          '--config=launch/configs/ablation.py:scientific:tiger,...)')
+
+
 def prepare_run(config: config_lib.RunConfig, workdir: str) -> Run:
   """Checks everything that can be checked, then creates the work directory.
 
@@ -475,6 +503,8 @@ def prepare_run(config: config_lib.RunConfig, workdir: str) -> Run:
   """
   mesh = parallel.make_mesh(data=config.mesh.data, model=config.mesh.model)
   config_lib.check_batch_sizes(config, mesh)
+  if config.init_from:
+    check_same_model(config, config.init_from)
   exp = experiment_lib.load_experiment(config, workdir)
   check_data_fits(config, exp)
   model = recommender.from_config(config, exp)
