@@ -37,7 +37,6 @@ from vstar_jax.data import sid_index
 from vstar_jax.sid import build
 from vstar_jax.sid import collisions
 from vstar_jax.sid import errors
-from vstar_jax.sid import rkmeans
 from vstar_jax.text import item_text
 
 _DEFAULTS = build.SidBuildConfig()
@@ -98,20 +97,6 @@ def _configs() -> tuple[build.SidBuildConfig, item_text.ItemTextConfig]:
   return config, text_config
 
 
-def _load_embeddings(path: str, num_items: int) -> np.ndarray:
-  """[N, D] float embeddings from a .npy file with one row per item."""
-  try:
-    embeddings = np.load(path, allow_pickle=False)
-  except (OSError, ValueError) as e:
-    raise errors.EmbeddingsError(
-        f'{path}: cannot load a .npy array ({type(e).__name__}: {e})') from e
-  rkmeans.check_embeddings(embeddings, name=path)
-  if embeddings.shape[0] != num_items:
-    raise errors.EmbeddingsError(
-        f'{path}: {embeddings.shape[0]} rows for {num_items} catalogue items')
-  return embeddings
-
-
 def _given_embeddings(paths: list[str], num_items: int
                       ) -> tuple[np.ndarray, dict[str, object]]:
   """--embeddings: one file as is, or several normalised and concatenated."""
@@ -120,9 +105,9 @@ def _given_embeddings(paths: list[str], num_items: int
         f'--embeddings={",".join(paths)}: expected one or more distinct '
         '.npy paths')
   if len(paths) == 1:
-    return _load_embeddings(paths[0], num_items), {'file': paths[0]}
+    return build.load_embeddings(paths[0], num_items), {'file': paths[0]}
   embeddings = build.concat_normalized(
-      {path: _load_embeddings(path, num_items) for path in paths})
+      {path: build.load_embeddings(path, num_items) for path in paths})
   return embeddings, {'files': paths,
                       'combined': 'rows L2-normalised per file, concatenated'}
 

@@ -68,6 +68,7 @@ def load_config_file(spec: str) -> config_lib.RunConfig:
   try:
     module_spec.loader.exec_module(module)
     config = module.get_config(arg) if arg else module.get_config()
-  except (AttributeError, TypeError, ValueError) as e:
+  except (AttributeError, ImportError, SyntaxError, TypeError,
+          ValueError) as e:
     raise errors.ConfigError(f'{spec}: {" ".join(str(e).split())}') from e
   return config_lib.parse(config)

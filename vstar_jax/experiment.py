@@ -118,12 +118,7 @@ def _sid_embeddings(config: config_lib.RunConfig, ds,
             f'{path}: not found; config.sid.inputs={config.sid.inputs!r} '
             'reads the item table of config.sid.cf_model, which launch.train '
             'trains first')
-      table = np.load(path, allow_pickle=False)
-      if table.ndim != 2 or table.shape[0] != ds.num_items:
-        raise errors.DataError(
-            f'{path}: shape {table.shape}, expected [{ds.num_items}, D] (one '
-            'row per catalogue item)')
-      parts[path] = table
+      parts[path] = build.load_embeddings(path, ds.num_items)
   if len(parts) == 1:
     return next(iter(parts.values()))
   return build.concat_normalized(parts)

@@ -7,9 +7,10 @@ The argument is DATASET,HISTORY[,LOSS]: DATASET one of scientific | beauty |
 movielens, HISTORY the number of most recent items the model reads (20 or
 50 in our tables), LOSS sampled (default) or full (softmax over every item,
 which beats sampled on Scientific and Beauty in our runs; as a config
-argument it also serves config.sid.cf_model, which takes no overrides). Recipe: embedding 64, 1 block, 1 head, inner width 256,
-dropout 0.2 (hidden states and attention weights), sampled softmax with 256
-uniform negatives, Adam at a constant 1e-3 after a 100-step warmup, long
+argument it also serves config.sid.cf_model, which takes no overrides).
+Recipe: embedding 64, 1 block, 1 head, inner width 256, dropout 0.2
+(hidden states and attention weights), sampled softmax with 256 uniform
+negatives, Adam at a constant 1e-3 after a 100-step warmup, long
 training (200 epochs at most) stopped after 10 validations (one per epoch,
 all users) without a better NDCG@10. The eSASRec paper reports test NDCG@10
 of about .053 on Beauty with this recipe under our protocol.

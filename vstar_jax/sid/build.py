@@ -108,6 +108,25 @@ def dataset_embeddings(
   return embed.embed_texts(texts, model_dir=model_dir, cache_dir=cache_dir)
 
 
+def load_embeddings(path: str, num_items: int) -> np.ndarray:
+  """[N, D] float embeddings from a .npy file with one row per item.
+
+  Raises:
+    EmbeddingsError: not a loadable .npy, not a finite float [N, D] array,
+      or a row count other than num_items (naming the file).
+  """
+  try:
+    embeddings = np.load(path, allow_pickle=False)
+  except (OSError, ValueError) as e:
+    raise errors.EmbeddingsError(
+        f'{path}: cannot load a .npy array ({type(e).__name__}: {e})') from e
+  rkmeans.check_embeddings(embeddings, name=path)
+  if embeddings.shape[0] != num_items:
+    raise errors.EmbeddingsError(
+        f'{path}: {embeddings.shape[0]} rows for {num_items} catalogue items')
+  return embeddings
+
+
 def concat_normalized(parts: dict[str, np.ndarray]) -> np.ndarray:
   """Row-L2-normalised embeddings side by side (e.g. text + CF).
 
