@@ -1,6 +1,7 @@
 """SFT step, checkpoints and the training binary end to end (smoke config)."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -148,6 +149,20 @@ def test_resumed_run_equals_uninterrupted(tmp_path, smoke_config, sft_losses):
   resumed = loop.train_and_evaluate(smoke_config(), str(part))
   assert resumed['metrics'] == full['metrics']
   assert sft_losses(part) == sft_losses(tmp_path / 'full')
+  # A hard kill (no SIGTERM) of a run from a trained start, after its step-0
+  # best/ save and before any latest/ one: the rerun starts over and saves
+  # step 0 again (orbax refuses a step that exists).
+  cont = tmp_path / 'cont'
+  cont_config = lambda **kw: smoke_config(
+      init_from=str(part), **{'eval.validate_start': True}, **kw)
+  loop.train_and_evaluate(cont_config(stop_after_steps=1), str(cont))
+  best = cont / 'checkpoints' / 'sft' / 'best'
+  assert '0' in [p.name for p in best.iterdir()]
+  shutil.rmtree(cont / 'checkpoints' / 'sft' / 'latest')
+  rerun = loop.train_and_evaluate(cont_config(), str(cont))
+  best_step = rerun['stages']['sft']['best_step']
+  assert [p.name for p in best.iterdir() if p.name.isdigit()] == [
+      str(best_step)]
 
 
 @pytest.mark.slow

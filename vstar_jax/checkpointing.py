@@ -106,6 +106,19 @@ class Checkpointer:
       multihost_utils.sync_global_devices('vstar_checkpoint_quarantine')
     self.latest.reload()
 
+  def drop_best_except(self, step: int) -> None:
+    """Deletes every best/ step but `step` (-1: all of them).
+
+    A run killed without a SIGTERM (so after its last latest/ save) may have
+    saved a best step that the resumed position does not know; the replay
+    saves it again, which orbax refuses while the stale step exists.
+    """
+    for stale in self.best.all_steps():
+      if stale != step:
+        logging.info('Dropping best checkpoint %d, newer than the resumed '
+                     'position', stale)
+        self.best.delete(stale)
+
   def save_best(self, step: int, params: Any, meta: dict) -> None:
     self.best.save(step, args=ocp.args.Composite(
         params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)),

@@ -359,6 +359,7 @@ def run_stage(run: Run, stage: Stage) -> tuple[Any, dict[str, Any]]:
     tree, meta = restored
     state, frozen = tree['state'], tree['frozen']
     iterator.restore(meta['data'])
+  ckpt.drop_best_except(meta['best_step'])
   start_step = int(jax.device_get(state.step))
   validate = _Validation(run, stage, ckpt, meta)
   starts_trained = name == 'rl' or bool(cfg.init_from)
