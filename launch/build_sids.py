@@ -30,13 +30,12 @@ from absl import flags
 import jax
 import numpy as np
 
-from vstar_jax import errors
 from vstar_jax.data import dataset as dataset_lib
 from vstar_jax.data import files
 from vstar_jax.data import sid_index
 from vstar_jax.sid import build
 from vstar_jax.sid import collisions
-from vstar_jax.sid import errors
+from vstar_jax.sid import errors  # its DataError is the project one
 from vstar_jax.text import item_text
 
 _DEFAULTS = build.SidBuildConfig()
