@@ -53,7 +53,9 @@ withheld windows, 300 steps at LR 3e-5, validated every 100 steps on the full
 validation split at the reporting beam, the start (step 0) included, and
 sibling groups with reward std below 0.05 get no Sibling-GRPO term
 (`rl.sibling_min_std`, chosen on validation; 0 for the paper variants and
-for every run before 2026-11-29 04:20 UTC).
+for every run before 2026-11-29 04:20 UTC). The Sibling-GRPO weight stays
+the paper's 1; on Scientific, validation prefers 0.3 (3 seeds) and plain
+GRPO most (`--config.rl.sibling_alpha`; WORKSPACE, fifth stop).
 """
 from launch.configs import beauty
 from launch.configs import common
