@@ -24,6 +24,10 @@ whose workdir's fleet_job.pid names a live process, i.e. one another fleet
 is running, is 'skipped (running, pid N)'); the exit
 status is 2 when any job did not finish on its
 own (failed, skipped, stopped or never started).
+
+Before anything starts, every job's config is parsed and checked as
+launch.train would (`config_errors`); a bad one ends the fleet with exit
+status 1, one line per bad job, nothing run. --check_only stops there.
 """
 import dataclasses
 import json
@@ -38,11 +42,15 @@ from typing import Optional
 from absl import app
 from absl import flags
 from absl import logging
+from ml_collections import config_flags
+
+from launch import runtime
+from vstar_jax import errors
 
 _JOBS = flags.DEFINE_string('jobs', None, 'Jobs file (see module doc).',
                             required=True)
-_ROOT = flags.DEFINE_string('root', None, 'Folder of the job workdirs.',
-                            required=True)
+_ROOT = flags.DEFINE_string('root', None, 'Folder of the job workdirs '
+                            '(required unless --check_only).')
 _MAX_RUNNING = flags.DEFINE_integer('max_running', 4, 'Jobs at a time.',
                                     lower_bound=1)
 _TRAIN_DEADLINE = flags.DEFINE_float(
@@ -55,6 +63,13 @@ _SKIP_FINISHED = flags.DEFINE_bool(
     'skip_finished', False, 'Count jobs whose workdir already holds a '
     'results.json as ok without running them (continue an interrupted or '
     'extended fleet).')
+_CHECK_CONFIGS = flags.DEFINE_bool(
+    'check_configs', True, "Before starting anything, parse every job's "
+    'launch.train config (file, overrides, checks); any that fails ends the '
+    'fleet with one line per bad job (off only for a --train_module that '
+    'is not launch.train).')
+_CHECK_ONLY = flags.DEFINE_bool(
+    'check_only', False, 'Check the configs and exit; run nothing.')
 _TRAIN_MODULE = flags.DEFINE_string('train_module', 'launch.train',
                                     'Module each job runs (tests swap it).')
 _EVAL_MODULE = flags.DEFINE_string('eval_module', 'launch.evaluate',
@@ -104,6 +119,38 @@ def parse_jobs(text: str, source: str) -> list[Job]:
   if not jobs:
     raise JobsFileError(f'{source}: no jobs')
   return jobs
+
+
+def config_errors(jobs: list[Job], source: str) -> list[str]:
+  """One line per job whose launch.train config would not parse.
+
+  Each job's --config file is loaded with its --config.* overrides (and the
+  init_from the fleet will add) as launch.train loads it, then checked by
+  vstar_jax.config. Nothing runs and no data is read: a fleet prepared for a
+  scarce accelerator is known to start before the accelerator is spent.
+  """
+  found = []
+  for job in jobs:
+    argv = ['fleet', *(a for a in job.args if a.startswith('--config'))]
+    if job.after:
+      argv.append(f'--config.init_from={job.after}')
+    flag_values = flags.FlagValues()
+    config_flags.DEFINE_config_file('config', None, '', lock_config=True,
+                                    flag_values=flag_values, sys_argv=argv)
+    try:
+      flag_values(argv)
+    except (flags.Error, AttributeError, KeyError, TypeError,
+            ValueError) as e:
+      found.append(f'{source}: job {job.name}: '
+                   f'{runtime.flag_error(argv, e)}')
+      continue
+    try:
+      if flag_values.config is None:
+        raise errors.ConfigError('no --config')
+      runtime.parse_config_flag(flag_values.config)
+    except errors.ConfigError as e:
+      found.append(f'{source}: job {job.name}: {e}')
+  return found
 
 
 class Fleet:
@@ -270,6 +317,18 @@ def main(argv):
       jobs = parse_jobs(f.read(), _JOBS.value)
   except (OSError, JobsFileError) as e:
     print(f'fleet: error: {e}', file=sys.stderr)
+    sys.exit(1)
+  if _CHECK_CONFIGS.value or _CHECK_ONLY.value:
+    bad = config_errors(jobs, _JOBS.value)
+    for line in bad:
+      print(f'fleet: error: {line}', file=sys.stderr)
+    if bad:
+      sys.exit(1)
+    if _CHECK_ONLY.value:
+      print(f'{_JOBS.value}: {len(jobs)} jobs, every config parses')
+      return
+  if not _ROOT.value:
+    print('fleet: error: --root is required', file=sys.stderr)
     sys.exit(1)
   if (_EVAL_DEADLINE.value and _TRAIN_DEADLINE.value and
       _EVAL_DEADLINE.value <= _TRAIN_DEADLINE.value):

@@ -2,11 +2,13 @@
 import importlib.util
 import logging as py_logging
 import os
+import re
 import sys
 from typing import Any, Callable, Optional
 
 from absl import logging
 import jax
+import ml_collections
 
 from vstar_jax import config as config_lib
 from vstar_jax import errors
@@ -51,6 +53,46 @@ def init_distributed(detect: bool, *, coordinator_address: Optional[str],
   logging.info('Process %d of %d; %d local / %d global devices.',
                jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count())
+
+
+def flag_error(argv: list[str], error: Exception) -> str:
+  """One line for a flag that failed to parse (e.g. an unknown field)."""
+  text = str(error)
+  if 'Error whilst parsing config file' in text:
+    # ml_collections puts get_config's whole traceback in the message; its
+    # last line is the error itself.
+    lines = text.strip().splitlines()
+    return f'{text.split(": Error whilst", 1)[0]}: {lines[-1].strip()}'
+  if isinstance(error, (AttributeError, KeyError)):
+    # ml_collections: "'batchsize'\nDid you mean "batch_size" instead ..."
+    key = re.match(r"\W*(\w+)", text)
+    hint = re.search(r'Did you mean "(\w+)"', text)
+    for arg in argv:
+      path = arg[2:].split('=', 1)[0]
+      parts = path.split('.')
+      if arg.startswith('--config.') and key and key.group(1) in parts:
+        message = f'{path}: unknown config field'
+        if hint:
+          parts[parts.index(key.group(1))] = hint.group(1)
+          message += f'; did you mean {".".join(parts)}?'
+        return message
+  return ' '.join(text.split())
+
+
+def parse_config_flag(value: Any) -> config_lib.RunConfig:
+  """vstar_jax.config.parse of a --config flag's value.
+
+  ml_collections defers a config file that cannot be read (missing, or an
+  IOError inside) to the first use of the value; that becomes one ConfigError
+  naming the file here.
+  """
+  if not isinstance(value, ml_collections.ConfigDict):
+    try:
+      value.seed        # an _ErrorConfig raises its load error
+    except OSError as e:     # its last line names the file and the error
+      cause = str(e.__cause__ or e).strip().splitlines()[-1].strip()
+      raise errors.ConfigError(f'--config: {cause}') from e
+  return config_lib.parse(value)
 
 
 def load_config_file(spec: str) -> config_lib.RunConfig:

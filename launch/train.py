@@ -27,7 +27,6 @@ checked by vstar_jax.config, then against the devices and the data. SIGTERM (pre
 checkpoint at the current step and exits with code 75 (EX_TEMPFAIL): rerun
 the same command to resume.
 """
-import re
 import sys
 
 from absl import app
@@ -37,7 +36,6 @@ import jax
 from ml_collections import config_flags
 
 from launch import runtime
-from vstar_jax import config as config_lib
 from vstar_jax.train import cf_model
 from vstar_jax.train import loop
 from vstar_jax.train import preemption
@@ -62,36 +60,17 @@ _DISTRIBUTED = flags.DEFINE_bool(
     'JAX_COORDINATOR_ADDRESS...); implied by the three flags above.')
 
 
-def _flag_error(argv: list[str], error: Exception) -> str:
-  """One line for a flag that failed to parse (e.g. an unknown field)."""
-  text = str(error)
-  if isinstance(error, (AttributeError, KeyError)):
-    # ml_collections: "'batchsize'\nDid you mean "batch_size" instead ..."
-    key = re.match(r"\W*(\w+)", text)
-    hint = re.search(r'Did you mean "(\w+)"', text)
-    for arg in argv:
-      path = arg[2:].split('=', 1)[0]
-      parts = path.split('.')
-      if arg.startswith('--config.') and key and key.group(1) in parts:
-        message = f'{path}: unknown config field'
-        if hint:
-          parts[parts.index(key.group(1))] = hint.group(1)
-          message += f'; did you mean {".".join(parts)}?'
-        return message
-  return ' '.join(text.split())
-
-
 def _parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing; a bad flag or --config.* override is one line."""
   try:
     return flags.FLAGS(argv)
   except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
-    print(f'train: error: {_flag_error(argv, e)}', file=sys.stderr)
+    print(f'train: error: {runtime.flag_error(argv, e)}', file=sys.stderr)
     sys.exit(1)
 
 
 def _train() -> dict:
-  config = config_lib.parse(_CONFIG.value)    # every field, checked once
+  config = runtime.parse_config_flag(_CONFIG.value)   # every field, checked once
   cf_config = None
   if cf_model.required(config):   # SIDs from a CF model's item table
     cf_config = cf_model.on_run_data(

@@ -60,6 +60,10 @@ MODULE_SECONDS = pathlib.Path(__file__).with_name('module_seconds.json')
 
 
 def pytest_configure(config):
+  # ml_collections loads --config files with importlib's load_module.
+  config.addinivalue_line(
+      'filterwarnings',
+      r'ignore:the load_module\(\) method is deprecated:DeprecationWarning')
   config.addinivalue_line(
       'markers', 'slow: runs a launch.* binary, trains end to end or takes '
       'over ~5 s on 2 idle cores (deselect with -m "not slow")')

@@ -1,4 +1,6 @@
-"""launch.fleet: the jobs-file format and the scheduler (with a fake job)."""
+"""launch.fleet: the jobs-file format, the config check and the scheduler
+(with a fake job)."""
+import glob
 import json
 import os
 import subprocess
@@ -30,6 +32,69 @@ def test_parse_jobs_errors(text, message):
     fleet.parse_jobs(text, 'f.txt')
 
 
+def test_config_errors_one_line_per_bad_job(repo_root, monkeypatch):
+  jobs = fleet.parse_jobs(
+      'ok --config=launch/configs/smoke.py --config.seed=3\n'
+      'field --config=launch/configs/smoke.py --config.sft.batchsize=3\n'
+      'value --config=launch/configs/smoke.py --config.rollout.kind=vedd\n'
+      'file --config=no_such_config.py\n'
+      'arg --config=launch/configs/smoke.py:extra\n'
+      'none --mode=ok\n'
+      'rl after=ok --config=launch/configs/ablation.py:scientific,vstar\n'
+      'rl_alone --config=launch/configs/ablation.py:scientific,vstar\n',
+      'f.txt')
+  monkeypatch.chdir(repo_root)
+  assert fleet.config_errors(jobs, 'f.txt') == [
+      'f.txt: job field: config.sft.batchsize: unknown config field; did '
+      'you mean config.sft.batch_size?',
+      "f.txt: job value: config.rollout.kind='vedd': expected one of 'ved', "
+      "'beam', 'sample'",
+      "f.txt: job file: --config: [Errno 2] No such file or directory: "
+      "'no_such_config.py'",
+      'f.txt: job arg: flag --config=launch/configs/smoke.py:extra: '
+      'TypeError: get_config() takes 0 positional arguments but 1 was given',
+      'f.txt: job none: no --config',
+      # `after=` gives the RL job its init_from; without it the job is bad.
+      "f.txt: job rl_alone: config.init_from='': config.stages='rl' starts "
+      'from the SFT checkpoint of a run directory; set config.init_from to '
+      'one',
+  ]
+
+
+@pytest.mark.parametrize('path', sorted(
+    glob.glob(os.path.join(os.path.dirname(__file__), '..', 'launch',
+                           'fleets', '*.txt'))),
+    ids=os.path.basename)
+def test_every_committed_fleet_parses(path, repo_root, monkeypatch):
+  """A fleet kept for a rare accelerator must not die on a renamed field."""
+  with open(path) as f:
+    jobs = fleet.parse_jobs(f.read(), path)
+  monkeypatch.chdir(repo_root)
+  assert fleet.config_errors(jobs, path) == []
+
+
+def test_check_only_runs_nothing_and_a_bad_fleet_starts_nothing(tmp_path,
+                                                                repo_root):
+  jobs = tmp_path / 'jobs.txt'
+  jobs.write_text('good --config=launch/configs/smoke.py\n'
+                  'bad --config=launch/configs/smoke.py --config.sft.lr=1\n')
+  root = tmp_path / 'root'
+  for extra in (['--check_only'], [f'--root={root}']):
+    out = subprocess.run(
+        [sys.executable, '-m', 'launch.fleet', f'--jobs={jobs}', *extra],
+        cwd=repo_root, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1, out.stderr
+    assert out.stderr.strip().splitlines()[-1] == (
+        f'fleet: error: {jobs}: job bad: config.sft.lr: unknown config field')
+    assert not root.exists()
+  jobs.write_text('good --config=launch/configs/smoke.py\n')
+  out = subprocess.run(
+      [sys.executable, '-m', 'launch.fleet', f'--jobs={jobs}', '--check_only'],
+      cwd=repo_root, capture_output=True, text=True, timeout=120)
+  assert out.returncode == 0, out.stderr
+  assert out.stdout.strip() == f'{jobs}: 1 jobs, every config parses'
+
+
 @pytest.mark.slow
 def test_fleet_dependencies_failures_and_deadline(tmp_path, repo_root):
   jobs = tmp_path / 'jobs.txt'
@@ -42,6 +107,7 @@ def test_fleet_dependencies_failures_and_deadline(tmp_path, repo_root):
   out = subprocess.run(
       [sys.executable, '-m', 'launch.fleet', f'--jobs={jobs}', f'--root={root}',
        '--max_running=2', '--train_module=tests.fleet_fake_job',
+       '--nocheck_configs',
        '--eval_module=tests.fleet_fake_job', '--train_deadline_s=8',
        '--eval_deadline_s=40'],
       cwd=repo_root, capture_output=True, text=True, timeout=120)
@@ -77,7 +143,8 @@ def test_skip_finished_keeps_done_jobs_and_runs_their_dependents(tmp_path,
   (root / 'd' / 'fleet_job.pid').write_text(ended.stdout.strip())
   out = subprocess.run(
       [sys.executable, '-m', 'launch.fleet', f'--jobs={jobs}', f'--root={root}',
-       '--skip_finished', '--train_module=tests.fleet_fake_job'],
+       '--skip_finished', '--train_module=tests.fleet_fake_job',
+       '--nocheck_configs'],
       cwd=repo_root, capture_output=True, text=True, timeout=60)
   assert out.returncode == 2, out.stderr
   status = json.loads((root / 'fleet_status.json').read_text())['jobs']
