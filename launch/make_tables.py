@@ -6,9 +6,11 @@
 Each table sits between `<!-- table:NAME -->` and `<!-- /table:NAME -->` in
 WORKSPACE.md; NAME is `DATASET/STAGE` (e.g. `scientific/sft`), `DATASET` for
 all variants of a dataset, or a results sub-folder; `probes:FOLDER` tables
-the launch.rl_probe outputs (`seedK.probe_{start,best}.json`) under it, and
+the launch.rl_probe outputs (`seedK.probe_{start,best}.json`) under it,
 `levers:FOLDER vs=REF` is an ablation table (validation and test NDCG@10
-of each variant with its paired difference to REF). A row is a variant
+of each variant with its paired difference to REF), and `summary:NAME`
+sets our rows from several folders beside published numbers, as listed in
+results/summary/NAME.json (see `summary_table`). A row is a variant
 folder `results/DATASET/VARIANT/` holding one `seed*.json` (a run's
 results.json) per seed; cells are mean +- population std over seeds of the
 test metrics of the run's last stage, selected on validation by the run
@@ -107,21 +109,25 @@ def _device_name(result: dict) -> str:
 
 
 def _delta_cell(variant_dir: str, ref_dir: str, stage: str,
-                split: str = 'test') -> str:
-  """Paired DELTA_METRIC difference vs the reference row, or 'n/a'."""
+                split: str = 'test', by_seed: bool = True) -> str:
+  """Paired DELTA_METRIC difference vs the reference row, or 'n/a'.
+
+  by_seed: use only the seeds both rows have (an RL run against its own
+  SFT seed); else every seed of each row, averaged per user.
+  """
   if os.path.normpath(variant_dir) == os.path.normpath(ref_dir):
     return 'ref.'
   seeds = [{os.path.basename(p): p for p in _seed_runs(d)}
            for d in (variant_dir, ref_dir)]
-  # Pair by seed: an RL row of seed 0 against SFT seed 0, not seeds 0-1.
-  common = sorted(set(seeds[0]) & set(seeds[1]))
   if not seeds[0] or not seeds[1]:
     return 'n/a'
-  if not common:
+  common = sorted(set(seeds[0]) & set(seeds[1]))
+  if by_seed and not common:
     return 'n/a (no common seed)'
   sides = []
   for by_name in seeds:
-    folders = [user_ranks.folder_of(by_name[n]) for n in common]
+    names = common if by_seed else sorted(by_name)
+    folders = [user_ranks.folder_of(by_name[n]) for n in names]
     if not all(f.is_dir() for f in folders):
       return 'n/a'
     sides.append(folders)
@@ -226,7 +232,66 @@ def lever_table(results_dir: str, name: str, ref: str) -> str:
   return '\n'.join(lines) + '\n'
 
 
+SUMMARY_METRICS = ('hr@5', 'ndcg@5', 'hr@10', 'ndcg@10')
+
+
+def _cell(value) -> str:
+  """A published number: 4 decimals, or a text as given ('about .053')."""
+  if value is None or isinstance(value, str):
+    return value or ''
+  return f'{value:.4f}'
+
+
+def summary_table(results_dir: str, name: str) -> str:
+  """Our rows from several results folders beside published numbers.
+
+  results/summary/NAME.json holds `rows`, each {"model", "results": a
+  folder under results/}, the first being the reference of the paired
+  column, and `published`, each {"model", "source", and any of
+  SUMMARY_METRICS}: numbers copied from papers, shown as given. Our cells
+  are test metrics (mean ± std over seeds) and validation NDCG@10; the last
+  column is the paired test NDCG@10 difference to the first row, each side
+  averaged per user over all its seeds (rows of different models share no
+  seed-to-seed pairing).
+  """
+  spec_path = os.path.join(results_dir, 'summary', f'{name}.json')
+  try:
+    with open(spec_path) as f:
+      spec = json.load(f)
+    rows, published = spec['rows'], spec['published']
+  except (OSError, KeyError, json.JSONDecodeError) as e:
+    raise ValueError(f'{spec_path}: {e}') from e
+  ref_dir = os.path.join(results_dir, rows[0]['results'])
+  header = (['model', 'source', 'history rule', 'seeds', 'valid ndcg@10'] +
+            [f'test {m}' for m in SUMMARY_METRICS] +
+            [f'test {DELTA_METRIC} Δ vs {rows[0]["model"]} [95% CI]'])
+  lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+  for row in rows:
+    folder = os.path.join(results_dir, row['results'])
+    runs = [json.load(open(p)) for p in _seed_runs(folder)]
+    if not runs:
+      raise ValueError(f'{spec_path}: {folder}: no seed*.json results')
+    rules = {r['eval'].get('exclude_history', False) for r in runs}
+    if len(rules) > 1:
+      raise ValueError(f'{folder}: its seeds use different history rules')
+    stage = list(runs[0]['metrics'])[-1]
+    split = lambda s, m: _mean_std([r['metrics'][stage][s][m] for r in runs])
+    lines.append('| ' + ' | '.join(
+        [row['model'], f'`results/{row["results"]}`',
+         'exclude' if rules == {True} else 'keep', str(len(runs)),
+         split('valid', DELTA_METRIC)] +
+        [split('test', m) for m in SUMMARY_METRICS] +
+        [_delta_cell(folder, ref_dir, stage, by_seed=False)]) + ' |')
+  for row in published:
+    lines.append('| ' + ' | '.join(
+        [row['model'], row['source'], 'as published', '', ''] +
+        [_cell(row.get(m)) for m in SUMMARY_METRICS] + ['']) + ' |')
+  return '\n'.join(lines) + '\n'
+
+
 def _render(results_dir: str, name: str, ref: str | None) -> str:
+  if name.startswith('summary:'):
+    return summary_table(results_dir, name[len('summary:'):])
   if name.startswith('probes:'):
     return probe_table(results_dir, name[len('probes:'):])
   if name.startswith('levers:'):

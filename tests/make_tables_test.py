@@ -140,10 +140,11 @@ def _write_ranked_seed(variant_dir, seed, ranks_by_split):
   """seedK.json with both splits' metrics and their per-user ranks."""
   variant_dir.mkdir(parents=True, exist_ok=True)
   metrics = {split: {m: float(user_ranks.per_user_metric(r, m).mean())
-                     for m in ('ndcg@10', 'hr@10')}
+                     for m in ('ndcg@5', 'hr@5', 'ndcg@10', 'hr@10')}
              for split, r in ranks_by_split.items()}
   path = variant_dir / f'seed{seed}.json'
-  path.write_text(json.dumps({'metrics': {'sft': metrics}}))
+  path.write_text(json.dumps({'metrics': {'sft': metrics},
+                              'eval': {'beam_width': 50}}))
   users = np.arange(300, dtype=np.int32)
   user_ranks.write(path, 'sft', {
       split: user_ranks.UserRanks(users, users % 7, np.asarray(r, np.int32),
@@ -178,3 +179,35 @@ def test_lever_table_pairs_each_split_with_the_reference(tmp_path):
   assert rows['lever_b'][1] == '2' and '±' in rows['lever_b'][2]
   with pytest.raises(ValueError, match='vs= reference'):
     make_tables.lever_table(str(tmp_path), 'levers', 'missing')
+
+
+def test_summary_table_sets_our_rows_beside_published(tmp_path):
+  from launch import make_tables  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(2)
+  ref = {s: rng.integers(0, 51, 300) for s in ('valid', 'test')}
+  ours = [{s: np.maximum(r - k, 0) for s, r in ref.items()} for k in (1, 3)]
+  _write_ranked_seed(tmp_path / 'a' / 'sasrec', 0, ref)
+  for seed, ranks in enumerate(ours):     # seeds 0 and 1, against one seed
+    _write_ranked_seed(tmp_path / 'b' / 'sid', seed, ranks)
+  (tmp_path / 'summary').mkdir()
+  (tmp_path / 'summary' / 'toy.json').write_text(json.dumps({
+      'rows': [{'model': 'SASRec', 'results': 'a/sasrec'},
+               {'model': 'SID', 'results': 'b/sid'}],
+      'published': [{'model': 'TIGER', 'source': 'paper', 'hr@10': 0.0648,
+                     'ndcg@10': 'about 0.04'}]}))
+  lines = make_tables.summary_table(str(tmp_path), 'toy').splitlines()
+  assert lines[0].endswith('| test ndcg@10 Δ vs SASRec [95% CI] |')
+  rows = [l[2:-2].split(' | ') for l in lines[2:]]
+  assert [r[0] for r in rows] == ['SASRec', 'SID', 'TIGER']
+  assert rows[0][-1] == 'ref.' and rows[1][3] == '2'
+  # Both SID seeds, averaged per user, against the reference's one seed.
+  want = paired.compare([tmp_path / 'b' / 'sid' / f'seed{s}.user_ranks'
+                         for s in (0, 1)],
+                        [tmp_path / 'a' / 'sasrec' / 'seed0.user_ranks'],
+                        split='test', metrics=('ndcg@10',)).deltas[0]
+  assert want.diff > 0 and rows[1][-1] == paired.format_delta(want)
+  assert rows[2][1:] == ['paper', 'as published', '', '', '', '', '0.0648',
+                         'about 0.04', '']
+  (tmp_path / 'summary' / 'toy.json').write_text(json.dumps({'rows': []}))
+  with pytest.raises(ValueError, match="toy.json: 'published'"):
+    make_tables.summary_table(str(tmp_path), 'toy')
