@@ -18,8 +18,9 @@ SIGTERM, which makes launch.train checkpoint and exit 75; then the best
 checkpoint of each stopped job is evaluated (`launch.evaluate`) until
 --eval_deadline_s, so a cut-short run still reports test metrics selected on
 validation (ROOT/NAME/eval_STAGE_beamK.json). ROOT/fleet_status.json lists
-every job's outcome (with --skip_finished, a job whose workdir already holds
-its results.json is 'ok (finished before)' and is not run again, and a job
+every job's outcome (with --skip_finished, a job whose workdir holds its
+results.json when the fleet comes to start it is 'ok (finished before)' and
+is not run again, so several fleets can share one ROOT and jobs file, and a job
 whose workdir's fleet_job.pid names a live process, i.e. one another fleet
 is running, is 'skipped (running, pid N)'); the exit
 status is 2 when any job did not finish on its
@@ -161,6 +162,7 @@ class Fleet:
                skip_finished: bool = False):
     self.jobs, self.root, self.max_running = jobs, root, max_running
     self.train_module, self.eval_module = train_module, eval_module
+    self.skip_finished = skip_finished
     self.outcome: dict[str, str] = {
         j.name: 'ok (finished before)' for j in jobs
         if skip_finished and self._succeeded(j.name)}
@@ -233,6 +235,11 @@ class Fleet:
         pending.remove(job)
         if job.after and not self.outcome[job.after].startswith('ok'):
           self.outcome[job.name] = f'skipped ({job.after} did not succeed)'
+          continue
+        if self.skip_finished and self._succeeded(job.name):
+          # Finished since this fleet started, by another fleet on ROOT.
+          self.outcome[job.name] = 'ok (finished before)'
+          logging.info('%s: %s', job.name, self.outcome[job.name])
           continue
         other = self._running_elsewhere(job.name)
         if other is not None:   # two writers would corrupt one workdir

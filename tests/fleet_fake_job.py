@@ -2,7 +2,7 @@
 
   python -m tests.fleet_fake_job --workdir=DIR --mode=ok|fail|hang [...]
 
-ok writes DIR/results.json; fail exits 1; hang runs until SIGTERM, then
+ok writes DIR/results.json (after --sleep=S seconds); fail exits 1; hang runs until SIGTERM, then
 saves a fake best checkpoint and exits 75 (launch.train's preemption exit).
 With --stage=S (the evaluate call) it writes DIR/eval_S.json. Every call
 appends its arguments to DIR/calls.jsonl.
@@ -34,6 +34,7 @@ def main():
     signal.signal(signal.SIGTERM, on_term)
     while True:
       time.sleep(0.1)
+  time.sleep(float(args.get('sleep', 0)))
   with open(os.path.join(workdir, 'results.json'), 'w') as f:
     json.dump({'ok': True}, f)
   return 0

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -156,3 +157,32 @@ def test_skip_finished_keeps_done_jobs_and_runs_their_dependents(tmp_path,
   assert not (root / 'a' / 'calls.jsonl').exists()    # a was not run again
   b_args = json.loads((root / 'b' / 'calls.jsonl').read_text().splitlines()[0])
   assert f'--config.init_from={root / "a"}' in b_args
+
+
+@pytest.mark.slow
+def test_fleets_sharing_a_root_run_each_job_once(tmp_path, repo_root):
+  # Fleet 1 runs a then c; fleet 2 (started while a runs) skips a, runs b
+  # (short) then c's turn comes while fleet 1 still runs a. When fleet 1
+  # reaches b, b has finished in fleet 2: it must not run again.
+  jobs = tmp_path / 'jobs.txt'
+  jobs.write_text('a --mode=ok --sleep=4\nb --mode=ok --sleep=0.5\n'
+                  'c --mode=ok --sleep=4\n')
+  root = tmp_path / 'root'
+  cmd = [sys.executable, '-m', 'launch.fleet', f'--jobs={jobs}',
+         f'--root={root}', '--max_running=1', '--skip_finished',
+         '--train_module=tests.fleet_fake_job', '--nocheck_configs']
+  first = subprocess.Popen(cmd, cwd=repo_root, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+  pid_file = root / 'a' / 'fleet_job.pid'
+  for _ in range(200):          # until fleet 1 has started a
+    if pid_file.exists():
+      break
+    time.sleep(0.05)
+  second = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True,
+                          timeout=60)
+  first_out, first_err = first.communicate(timeout=60)
+  for name in 'abc':
+    calls = (root / name / 'calls.jsonl').read_text().splitlines()
+    assert len(calls) == 1, (name, first_err, second.stderr)
+  assert 'b: ok (finished before)' in first_out, first_err
+  assert 'a: skipped (running' in second.stdout
