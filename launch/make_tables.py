@@ -75,15 +75,21 @@ def _mean_std(values: list[float]) -> str:
   return f'{np.mean(values):.4f} ± {np.std(values):.4f}'
 
 
+def _excludes_history(runs: list[dict], folder: str) -> bool:
+  """The seeds' one history rule (eval.exclude_history; absent: False)."""
+  rules = {r['eval'].get('exclude_history', False) for r in runs}
+  if len(rules) > 1:
+    raise ValueError(f'{folder}: its seeds use different history rules '
+                     '(eval.exclude_history)')
+  return rules == {True}
+
+
 def _row(variant_dir: str, stage: str | None):
   runs = _seed_runs(variant_dir)
   if not runs:
     return None
   loaded = [json.load(open(p)) for p in runs]
-  rules = {r['eval'].get('exclude_history', False) for r in loaded}
-  if len(rules) > 1:
-    raise ValueError(f'{variant_dir}: its seeds use different history rules '
-                     '(eval.exclude_history)')
+  excluded = _excludes_history(loaded, variant_dir)
   stage_name, _ = _stage_metrics(loaded[0], stage)
   tests = [_stage_metrics(r, stage)[1] for r in loaded]
   cells = []
@@ -98,7 +104,7 @@ def _row(variant_dir: str, stage: str | None):
   wall = ', '.join(f'{np.mean(v) / 60:.1f} ({k}, {len(v)})'
                    for k, v in sorted(secs.items()))
   name = os.path.basename(variant_dir)
-  if rules == {True}:
+  if excluded:
     name += ' (history excluded)'
   return [name, stage_name, str(len(runs)), str(beam)] + cells + [wall]
 
@@ -271,14 +277,12 @@ def summary_table(results_dir: str, name: str) -> str:
     runs = [json.load(open(p)) for p in _seed_runs(folder)]
     if not runs:
       raise ValueError(f'{spec_path}: {folder}: no seed*.json results')
-    rules = {r['eval'].get('exclude_history', False) for r in runs}
-    if len(rules) > 1:
-      raise ValueError(f'{folder}: its seeds use different history rules')
+    rule = 'exclude' if _excludes_history(runs, folder) else 'keep'
     stage = list(runs[0]['metrics'])[-1]
     split = lambda s, m: _mean_std([r['metrics'][stage][s][m] for r in runs])
     lines.append('| ' + ' | '.join(
         [row['model'], f'`results/{row["results"]}`',
-         'exclude' if rules == {True} else 'keep', str(len(runs)),
+         rule, str(len(runs)),
          split('valid', DELTA_METRIC)] +
         [split('test', m) for m in SUMMARY_METRICS] +
         [_delta_cell(folder, ref_dir, stage, by_seed=False)]) + ' |')
