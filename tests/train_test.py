@@ -148,6 +148,11 @@ def test_resumed_run_equals_uninterrupted(tmp_path, smoke_config, sft_losses):
   assert not (part / 'results.json').exists()
   resumed = loop.train_and_evaluate(smoke_config(), str(part))
   assert resumed['metrics'] == full['metrics']
+  # Its wall time counts the first process's training too.
+  carried = resumed['stages']['sft']['resumed_train_time_s']
+  assert full['stages']['sft']['resumed_train_time_s'] == 0.0 < carried
+  assert resumed['timings']['wall_s'] > carried + resumed['timings'][
+      'sft_eval_s']['test']
   assert sft_losses(part) == sft_losses(tmp_path / 'full')
   # A hard kill (no SIGTERM) of a run from a trained start, after its step-0
   # best/ save and before any latest/ one: the rerun starts over and saves

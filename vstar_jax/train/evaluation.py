@@ -161,8 +161,16 @@ def load_run_config(workdir: str, defaults: ml_collections.ConfigDict
     defaults: launch/configs/common.base_config(); fills the fields that
       runs saved before they existed lack (config_lib.parse_saved).
   """
+  return config_lib.parse_saved(saved_config_json(workdir), defaults)
+
+
+def saved_config_json(workdir: str, named_as: str | None = None
+                      ) -> dict[str, Any]:
+  """WORKDIR/config.json as saved, unparsed; `named_as` names the workdir in
+  the error (e.g. the flag that gave it)."""
   path = os.path.join(workdir, 'config.json')
   if not os.path.exists(path):
     raise errors.ConfigError(
-        f'{path}: not found; is {workdir} a launch.train work directory?')
-  return config_lib.parse_saved(files.read_json(path), defaults)
+        f'{path}: not found; is {named_as or workdir} a launch.train work '
+        'directory?')
+  return files.read_json_object(path)

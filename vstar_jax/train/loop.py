@@ -359,6 +359,7 @@ def run_stage(run: Run, stage: Stage) -> tuple[Any, dict[str, Any]]:
     tree, meta = restored
     state, frozen = tree['state'], tree['frozen']
     iterator.restore(meta['data'])
+  earlier_processes_s = meta['train_time_s']   # 0 unless resumed
   ckpt.drop_best_except(meta['best_step'])
   start_step = int(jax.device_get(state.step))
   validate = _Validation(run, stage, ckpt, meta)
@@ -430,6 +431,7 @@ def run_stage(run: Run, stage: Stage) -> tuple[Any, dict[str, Any]]:
       'best_step': meta['best_step'],
       'best_valid_subset_ndcg@10': meta['best'],
       'early_stopped': meta['stopped'], 'train_time_s': meta['train_time_s'],
+      'resumed_train_time_s': earlier_processes_s,
       'num_params': policy.num_params(best_params)}
 
 
@@ -479,12 +481,8 @@ def check_same_model(config: config_lib.RunConfig, init_from: str) -> None:
     ConfigError: init_from has no config.json, or a parameter-shaping
       config.model field differs (e.g. RL at the cpu size from a tiger SFT).
   """
-  path = os.path.join(init_from, 'config.json')
-  if not os.path.exists(path):
-    raise errors.ConfigError(
-        f'{path}: not found; is config.init_from={init_from!r} a launch.train '
-        'work directory?')
-  saved = files.read_json_object(path).get('model', {})
+  saved = evaluation.saved_config_json(
+      init_from, f'config.init_from={init_from!r}').get('model', {})
   for name in _PARAM_SHAPE_FIELDS:
     ours = getattr(config.model, name)
     theirs = saved.get(name, ours)   # runs saved before a field existed
@@ -545,7 +543,11 @@ def train_and_evaluate(config: config_lib.RunConfig, workdir: str
     if jax.process_index() == 0:   # per-user ranks beside results.json
       user_ranks.write(os.path.join(workdir, 'results.json'), name,
                        stage_ranks[name])
-  results['timings']['wall_s'] = time.perf_counter() - start
+  # A resumed run's wall time includes its earlier processes' training (to
+  # their last checkpoint), so tables time the whole run, not its last leg.
+  results['timings']['wall_s'] = time.perf_counter() - start + sum(
+      stage.get('resumed_train_time_s', 0.0)
+      for stage in results['stages'].values())
   results['device'] = str(jax.devices()[0].device_kind)
   run.writer.close()
   if jax.process_index() == 0:
