@@ -114,8 +114,30 @@ def _device_name(result: dict) -> str:
   return device.replace('NVIDIA ', '')
 
 
-def _delta_cell(variant_dir: str, ref_dir: str, stage: str,
-                split: str = 'test', by_seed: bool = True) -> str:
+class _DeltaCells:
+  """The paired DELTA_METRIC cells of all tables, computed together.
+
+  Tables ask for a cell and get a placeholder; `fill` computes every asked
+  comparison in one paired.compare_many (cells with as many rows share
+  their bootstrap draws, which dominate the time) and puts the cells in.
+  """
+  _PLACEHOLDER = re.compile(r'\x00delta(\d+)\x00')
+
+  def __init__(self):
+    self._requests = []
+
+  def ask(self, request: paired.Request) -> str:
+    self._requests.append(request)
+    return f'\x00delta{len(self._requests) - 1}\x00'
+
+  def fill(self, text: str) -> str:
+    comparisons = paired.compare_many(self._requests, metrics=(DELTA_METRIC,))
+    return self._PLACEHOLDER.sub(lambda m: paired.format_delta(
+        comparisons[int(m.group(1))].deltas[0]), text)
+
+
+def _delta_cell(cells: _DeltaCells, variant_dir: str, ref_dir: str,
+                stage: str, split: str = 'test', by_seed: bool = True) -> str:
   """Paired DELTA_METRIC difference vs the reference row, or 'n/a'.
 
   by_seed: use only the seeds both rows have (an RL run against its own
@@ -136,20 +158,22 @@ def _delta_cell(variant_dir: str, ref_dir: str, stage: str,
     folders = [user_ranks.folder_of(by_name[n]) for n in names]
     if not all(f.is_dir() for f in folders):
       return 'n/a'
-    sides.append(folders)
-  comparison = paired.compare(sides[0], sides[1], stage_a=stage,
-                              split=split, metrics=(DELTA_METRIC,))
-  return paired.format_delta(comparison.deltas[0])
+    sides.append(tuple(folders))
+  return cells.ask(paired.Request(sides[0], sides[1], stage_a=stage,
+                                  split=split))
 
 
-def table(results_dir: str, name: str, ref: str | None = None) -> str:
+def table(results_dir: str, name: str, ref: str | None = None,
+          cells: _DeltaCells | None = None) -> str:
   """Markdown table for a `DATASET[/VARIANT]` name.
 
   Args:
     results_dir: the results folder.
     name: the table's folder under it.
     ref: the variant RL tables' delta column compares with ('sft' if None).
+    cells: where its delta cells are asked (None: filled here).
   """
+  own_cells, cells = cells is None, cells or _DeltaCells()
   base = os.path.join(results_dir, name)
   dirs = ([base] if _seed_runs(base) else
           sorted(d for d in glob.glob(os.path.join(base, '*'))
@@ -163,12 +187,12 @@ def table(results_dir: str, name: str, ref: str | None = None) -> str:
   if any(r[1] == 'rl' for _, r in rows):
     ref = ref or 'sft'
     header.append(f'{DELTA_METRIC} Δ vs {ref} [95% CI]')
-    rows = [(d, r + [_delta_cell(d, os.path.join(base, ref), r[1])])
+    rows = [(d, r + [_delta_cell(cells, d, os.path.join(base, ref), r[1])])
             for d, r in rows]
   lines = ['| ' + ' | '.join(header) + ' |',
            '|' + '---|' * len(header)]
   lines += ['| ' + ' | '.join(r) + ' |' for _, r in rows]
-  return '\n'.join(lines) + '\n'
+  return _lines_text(lines, cells, own_cells)
 
 
 PROBE_COLUMNS = (('pool', 'target_in_group'), ('pool', 'zero_adv_frac'),
@@ -206,11 +230,13 @@ def probe_table(results_dir: str, name: str) -> str:
   return '\n'.join(lines) + '\n'
 
 
-def lever_table(results_dir: str, name: str, ref: str) -> str:
+def lever_table(results_dir: str, name: str, ref: str,
+                cells: _DeltaCells | None = None) -> str:
   """An ablation table: a row per variant folder of results/NAME and the
   reference REF (a folder under it, or a path relative to it), with
   NDCG@10 on validation and test, each with its paired difference to REF
-  over the seeds both have, and test HR@10."""
+  over the seeds both have, and test HR@10 (cells: as in `table`)."""
+  own_cells, cells = cells is None, cells or _DeltaCells()
   base = os.path.join(results_dir, name)
   ref_dir = os.path.normpath(os.path.join(base, ref))
   dirs = sorted(os.path.normpath(d) for d in glob.glob(os.path.join(base, '*'))
@@ -227,15 +253,15 @@ def lever_table(results_dir: str, name: str, ref: str) -> str:
   for d in dirs:
     runs = [json.load(open(p)) for p in _seed_runs(d)]
     stage = list(runs[0]['metrics'])[-1]
-    cells = [os.path.basename(d), str(len(runs))]
+    row = [os.path.basename(d), str(len(runs))]
     for split in ('valid', 'test'):
-      cells += [_mean_std([r['metrics'][stage][split][DELTA_METRIC]
+      row += [_mean_std([r['metrics'][stage][split][DELTA_METRIC]
                            for r in runs]),
-                _delta_cell(d, ref_dir, stage, split)]
-    cells.append(_mean_std([r['metrics'][stage]['test']['hr@10']
-                            for r in runs]))
-    lines.append('| ' + ' | '.join(cells) + ' |')
-  return '\n'.join(lines) + '\n'
+                _delta_cell(cells, d, ref_dir, stage, split)]
+    row.append(_mean_std([r['metrics'][stage]['test']['hr@10']
+                          for r in runs]))
+    lines.append('| ' + ' | '.join(row) + ' |')
+  return _lines_text(lines, cells, own_cells)
 
 
 SUMMARY_METRICS = ('hr@5', 'ndcg@5', 'hr@10', 'ndcg@10')
@@ -248,7 +274,8 @@ def _cell(value) -> str:
   return f'{value:.4f}'
 
 
-def summary_table(results_dir: str, name: str) -> str:
+def summary_table(results_dir: str, name: str,
+                  cells: _DeltaCells | None = None) -> str:
   """Our rows from several results folders beside published numbers.
 
   results/summary/NAME.json holds `rows`, each {"model", "results": a
@@ -258,8 +285,9 @@ def summary_table(results_dir: str, name: str) -> str:
   are test metrics (mean ± std over seeds) and validation NDCG@10; the last
   column is the paired test NDCG@10 difference to the first row, each side
   averaged per user over all its seeds (rows of different models share no
-  seed-to-seed pairing).
+  seed-to-seed pairing). cells: as in `table`.
   """
+  own_cells, cells = cells is None, cells or _DeltaCells()
   spec_path = os.path.join(results_dir, 'summary', f'{name}.json')
   try:
     with open(spec_path) as f:
@@ -285,33 +313,41 @@ def summary_table(results_dir: str, name: str) -> str:
          rule, str(len(runs)),
          split('valid', DELTA_METRIC)] +
         [split('test', m) for m in SUMMARY_METRICS] +
-        [_delta_cell(folder, ref_dir, stage, by_seed=False)]) + ' |')
+        [_delta_cell(cells, folder, ref_dir, stage, by_seed=False)]) + ' |')
   for row in published:
     lines.append('| ' + ' | '.join(
         [row['model'], row['source'], 'as published', '', ''] +
         [_cell(row.get(m)) for m in SUMMARY_METRICS] + ['']) + ' |')
-  return '\n'.join(lines) + '\n'
+  return _lines_text(lines, cells, own_cells)
 
 
-def _render(results_dir: str, name: str, ref: str | None) -> str:
+def _lines_text(lines: list[str], cells: _DeltaCells, fill: bool) -> str:
+  text = '\n'.join(lines) + '\n'
+  return cells.fill(text) if fill else text
+
+
+def _render(results_dir: str, name: str, ref: str | None,
+            cells: _DeltaCells) -> str:
   if name.startswith('summary:'):
-    return summary_table(results_dir, name[len('summary:'):])
+    return summary_table(results_dir, name[len('summary:'):], cells)
   if name.startswith('probes:'):
     return probe_table(results_dir, name[len('probes:'):])
   if name.startswith('levers:'):
     if ref is None:
       raise ValueError(f'table:{name} needs vs=REF')
-    return lever_table(results_dir, name[len('levers:'):], ref)
-  return table(results_dir, name, ref)
+    return lever_table(results_dir, name[len('levers:'):], ref, cells)
+  return table(results_dir, name, ref, cells)
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   text = open(_WORKSPACE.value).read()
+  cells = _DeltaCells()
   try:
-    new = _MARKER.sub(lambda m: m.group(1) + _render(
-        _RESULTS.value, m.group('name'), m.group('ref')) + m.group(5), text)
+    new = cells.fill(_MARKER.sub(lambda m: m.group(1) + _render(
+        _RESULTS.value, m.group('name'), m.group('ref'), cells) + m.group(5),
+                                 text))
   except ValueError as e:
     print(f'make_tables: error: {e}', file=sys.stderr)
     sys.exit(1)

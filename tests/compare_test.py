@@ -63,6 +63,23 @@ def test_bootstrap_is_independent_of_chunking(monkeypatch):
       paired.bootstrap_means(values, num_resamples=50, seed=2), whole)
 
 
+def test_many_pairs_share_draws_and_match_the_loop_reference():
+  """Pairs of two row counts, interleaved: each pair's CI is the loop
+  reference's (its own resamples), whatever it was batched with."""
+  rng = np.random.default_rng(3)
+  pairs = [(rng.random((m, 1)), rng.random((m, 1))) for m in (9, 14, 9)]
+  many = paired.paired_deltas_many(pairs, ['ndcg@10'], num_resamples=200,
+                                   seed=4)
+  for (a, b), (delta,) in zip(pairs, many):
+    assert delta.rows == len(a)
+    assert delta.ci == pytest.approx(
+        _loop_bootstrap_ci(a[:, 0] - b[:, 0], 200, 4, 0.95), abs=1e-12)
+    assert delta.mean_a == pytest.approx(a.mean())
+  with pytest.raises(ValueError, match='must both be'):
+    paired.paired_deltas_many([(np.zeros((3, 1)), np.zeros((4, 1)))],
+                              ['ndcg@10'])
+
+
 def test_bootstrap_degenerate_cases():
   # A constant difference: every resample mean is that constant.
   const = paired.paired_deltas(np.full((5, 1), 0.3), np.full((5, 1), 0.1),

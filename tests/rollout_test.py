@@ -108,8 +108,10 @@ def test_compare_rollouts_at_equal_budget(setup):
       history=np.asarray(history), history_mask=np.asarray(mask),
       target=np.asarray(history[:, -1]))
   # The walk's groups are checked against beam search in
-  # test_superset_ved_at_beam_budget_is_beam_search.
-  methods = ('beam', 'sample', 'ved_sup_logp_tree', 'ved_sup_mixed_tree')
+  # test_superset_ved_at_beam_budget_is_beam_search, and the value and mixed
+  # rankings of the superset's candidates in ved_test (each VED method here
+  # compiles a search per budget).
+  methods = ('beam', 'sample', 'ved_sup_logp_tree')
   rows = rollout_compare.compare(
       net, params, trie, prompts, np.zeros(len(sids), bool), budgets=[9, 13],
       methods=methods, num_candidates=4, temperature=1.0, lam=0.1, beta=1.0,

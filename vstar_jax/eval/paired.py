@@ -11,6 +11,7 @@ The 95% CI is the percentile bootstrap over rows: resample r draws M rows
 with replacement from np.random.default_rng([seed, r]), so resample r is the
 same whatever the chunking, and all metrics share the same resamples.
 """
+import collections
 import dataclasses
 from typing import Sequence
 
@@ -102,18 +103,50 @@ def paired_deltas(a: np.ndarray, b: np.ndarray, metrics: Sequence[str], *,
     metrics: the D metric names.
     num_resamples, seed, level: see bootstrap_means / percentile_ci.
   """
-  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-  if a.shape != b.shape or a.ndim != 2 or a.shape[1] != len(metrics):
-    raise ValueError(f'a {a.shape} and b {b.shape} must both be '
-                     f'[M, {len(metrics)}]')
-  diff = a - b
-  lo, hi = percentile_ci(bootstrap_means(
-      diff, num_resamples=num_resamples, seed=seed), level)
-  return [PairedDelta(metric=m, mean_a=float(a[:, d].mean()),
-                      mean_b=float(b[:, d].mean()),
-                      diff=float(diff[:, d].mean()),
-                      ci=(float(lo[d]), float(hi[d])), rows=len(diff))
-          for d, m in enumerate(metrics)]
+  return paired_deltas_many([(a, b)], metrics, num_resamples=num_resamples,
+                            seed=seed, level=level)[0]
+
+
+def paired_deltas_many(pairs: Sequence[tuple[np.ndarray, np.ndarray]],
+                       metrics: Sequence[str], *,
+                       num_resamples: int = NUM_RESAMPLES, seed: int = 0,
+                       level: float = 0.95) -> list[list[PairedDelta]]:
+  """paired_deltas of each (a, b) pair, equal to calling it on each.
+
+  Resample r's rows depend only on (seed, r, M), so the pairs with M rows
+  share one draw (their difference columns side by side): drawing the rows,
+  not averaging them, dominates a results table's many cells.
+
+  Args:
+    pairs: (a, b), each [M_i, D] per-row metrics (rows aligned).
+    metrics: the D metric names.
+    num_resamples, seed, level: see bootstrap_means / percentile_ci.
+  """
+  diffs = []
+  for a, b in pairs:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape or a.ndim != 2 or a.shape[1] != len(metrics):
+      raise ValueError(f'a {a.shape} and b {b.shape} must both be '
+                       f'[M, {len(metrics)}]')
+    diffs.append((a, b, a - b))
+  by_rows = collections.defaultdict(list)
+  for i, (_, _, diff) in enumerate(diffs):
+    by_rows[len(diff)].append(i)
+  cis = {}
+  for members in by_rows.values():
+    lo, hi = percentile_ci(bootstrap_means(
+        np.concatenate([diffs[i][2] for i in members], axis=1),
+        num_resamples=num_resamples, seed=seed), level)
+    width = len(metrics)
+    for k, i in enumerate(members):
+      cis[i] = (lo[k * width:(k + 1) * width], hi[k * width:(k + 1) * width])
+  return [[PairedDelta(metric=m, mean_a=float(a[:, d].mean()),
+                       mean_b=float(b[:, d].mean()),
+                       diff=float(diff[:, d].mean()),
+                       ci=(float(cis[i][0][d]), float(cis[i][1][d])),
+                       rows=len(diff))
+           for d, m in enumerate(metrics)]
+          for i, (a, b, diff) in enumerate(diffs)]
 
 
 def group_metrics(runs: Sequence[user_ranks.UserRanks],
@@ -184,40 +217,75 @@ def last_stage(folder, split: str) -> str:
   return stages[-1]
 
 
+@dataclasses.dataclass(frozen=True)
+class Request:
+  """What `compare` compares: each side's rank folders (user_ranks.resolve)
+  of its seed runs, the stage read on each side (None: the last stage with
+  a rank file in the side's first run) and the split ('valid' or 'test')."""
+  folders_a: tuple
+  folders_b: tuple
+  stage_a: str | None = None
+  stage_b: str | None = None
+  split: str = 'test'
+
+
+def _load_sides(request: Request, metrics: Sequence[str]
+                ) -> tuple[np.ndarray, np.ndarray, str, str]:
+  """([M, D] side A, [M, D] side B, stage A, stage B), each side's per-row
+  metrics averaged over its runs."""
+  if not request.folders_a or not request.folders_b:
+    raise ValueError('each side needs at least one run')
+  stages = [request.stage_a or last_stage(request.folders_a[0], request.split),
+            request.stage_b or last_stage(request.folders_b[0], request.split)]
+  sides = []
+  for folders, stage in zip((request.folders_a, request.folders_b), stages):
+    runs = [user_ranks.read(f, stage, request.split) for f in folders]
+    sides.append(group_metrics(runs, metrics, [str(f) for f in folders]))
+  (a, rows_a), (b, rows_b) = sides
+  check_same_rows(rows_a, rows_b, str(request.folders_a[0]),
+                  str(request.folders_b[0]))
+  return a, b, stages[0], stages[1]
+
+
+def compare_many(requests: Sequence[Request], *,
+                 metrics: Sequence[str] = DEFAULT_METRICS,
+                 num_resamples: int = NUM_RESAMPLES, seed: int = 0,
+                 level: float = 0.95) -> list[Comparison]:
+  """Paired A - B of each request over the rows of its split, equal to
+  `compare` on each (the requests share their bootstrap draws: see
+  paired_deltas_many).
+
+  Args:
+    requests: the comparisons.
+    metrics, num_resamples, seed, level: see paired_deltas.
+  """
+  for m in metrics:
+    user_ranks.per_user_metric(np.zeros(0, np.int32), m)  # name check
+  loaded = [_load_sides(r, metrics) for r in requests]
+  deltas = paired_deltas_many([(a, b) for a, b, _, _ in loaded], metrics,
+                              num_resamples=num_resamples, seed=seed,
+                              level=level)
+  return [Comparison(stage_a=stage_a, stage_b=stage_b, split=r.split,
+                     runs_a=tuple(map(str, r.folders_a)),
+                     runs_b=tuple(map(str, r.folders_b)), deltas=tuple(d),
+                     num_resamples=num_resamples, seed=seed, level=level)
+          for r, (_, _, stage_a, stage_b), d in zip(requests, loaded, deltas)]
+
+
 def compare(folders_a: Sequence, folders_b: Sequence, *,
             stage_a: str | None = None, stage_b: str | None = None,
             split: str = 'test', metrics: Sequence[str] = DEFAULT_METRICS,
             num_resamples: int = NUM_RESAMPLES, seed: int = 0,
             level: float = 0.95) -> Comparison:
-  """Paired A - B over the rows of `split`.
+  """Paired A - B over the rows of `split` (fields: see Request).
 
-  Args:
-    folders_a, folders_b: rank folders (user_ranks.resolve) of each side's
-      seed runs; a side's per-row metrics are averaged over its runs.
-    stage_a, stage_b: the stage read on each side (None: the last stage
-      with a rank file in the side's first run).
-    split: 'valid' or 'test'.
-    metrics, num_resamples, seed, level: see paired_deltas.
+  A side's per-row metrics are averaged over its runs; metrics,
+  num_resamples, seed, level: see paired_deltas.
   """
-  if not folders_a or not folders_b:
-    raise ValueError('each side needs at least one run')
-  for m in metrics:
-    user_ranks.per_user_metric(np.zeros(0, np.int32), m)  # name check
-  stage_a = stage_a or last_stage(folders_a[0], split)
-  stage_b = stage_b or last_stage(folders_b[0], split)
-  sides = []
-  for folders, stage in ((folders_a, stage_a), (folders_b, stage_b)):
-    names = [str(f) for f in folders]
-    runs = [user_ranks.read(f, stage, split) for f in folders]
-    sides.append(group_metrics(runs, metrics, names))
-  (a, rows_a), (b, rows_b) = sides
-  check_same_rows(rows_a, rows_b, str(folders_a[0]), str(folders_b[0]))
-  return Comparison(
-      stage_a=stage_a, stage_b=stage_b, split=split,
-      runs_a=tuple(map(str, folders_a)), runs_b=tuple(map(str, folders_b)),
-      deltas=tuple(paired_deltas(a, b, metrics, num_resamples=num_resamples,
-                                 seed=seed, level=level)),
-      num_resamples=num_resamples, seed=seed, level=level)
+  return compare_many(
+      [Request(tuple(folders_a), tuple(folders_b), stage_a, stage_b, split)],
+      metrics=metrics, num_resamples=num_resamples, seed=seed,
+      level=level)[0]
 
 
 def format_delta(d: PairedDelta) -> str:
