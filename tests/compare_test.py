@@ -316,3 +316,24 @@ def test_stage_deltas_pair_each_later_stage_with_the_first():
   table = paired.stage_deltas_markdown({'rl': {'test': [d_hr]}}, 'sft')
   assert table.splitlines()[2].startswith('| rl vs sft | test | hr@10 | '
                                           '0.5000 | 0.7500 | +0.2500 (+50.0%)')
+
+
+def test_gain_breakdown_groups_and_contributions(tmp_path):
+  from launch import gain_breakdown  # pylint: disable=g-import-not-at-top
+  # 10 items; SFT targets make items 0 and 1 the popular decile (top 1 item
+  # plus its tie); the fresh targets are items 1 and 5.
+  sft = np.array([0] * 5 + [1] * 5 + [2, 3, 4, 5, 6, 7, 8, 9])
+  fresh = np.array([1, 1, 5, 5])
+  groups = gain_breakdown.item_groups(sft, fresh, 10, top_fraction=0.1,
+                                      trend=1.5)
+  # Item 1: fresh share 0.5 over (5 + 1) / 28 -> 2.33, up; item 5: 0.5 over
+  # 2 / 28 -> 7, up; item 0: popular, no fresh target.
+  np.testing.assert_array_equal(groups, [1, 0, 3, 3, 3, 2, 3, 3, 3, 3])
+  diff = np.array([0.5, -0.25, 0.25, 0.])
+  contrib = gain_breakdown.contributions(diff, np.array([0, 1, 0, 3]))
+  np.testing.assert_allclose(contrib, [0.1875, -0.0625, 0., 0.])
+  assert contrib.sum() == pytest.approx(diff.mean())
+  run = tmp_path / 'seed0.json'
+  run.write_text(json.dumps({'config': {'data': {'fresh_windows': 0}}}))
+  with pytest.raises(gain_breakdown.errors.ConfigError, match='fresh_windows'):
+    gain_breakdown._item_groups_of_run(str(run))   # pylint: disable=protected-access

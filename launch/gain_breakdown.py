@@ -1,0 +1,175 @@
+r"""Where a fine-tune's paired gain comes from: item popularity and recency.
+
+  python -m launch.gain_breakdown --ref=results/beauty6ep_fresh_cpu/sft_fresh \
+      --variants=results/beauty6ep_fresh_cpu/ce_lr1e-3,results/beauty6ep_fresh_cpu/beam_grpo_lr3e-4 \
+      --out=results/beauty6ep_fresh_cpu/gain_breakdown
+
+For each variant and split, the paired per-user NDCG@10 difference to REF
+(each side averaged per user over the seeds both rows have, as in
+launch.make_tables) is split over four groups of rows by their target item:
+popular among SFT's targets (the top --top_fraction of items by count) or
+not, crossed with trending up or not: the item's share of the fresh
+windows' targets (RL's prompt pool, each user's latest training
+interactions) over its share of SFT's targets (add-one smoothed) exceeds
+--trend. A group's contribution is its rows' summed difference over all
+rows, so the four add up to the total. Data settings are REF's
+(config.data of its seed results), which must withhold fresh windows.
+Writes OUT.json and OUT.md and prints the table.
+"""
+import glob
+import json
+import os
+import re
+
+from absl import app
+from absl import flags
+import numpy as np
+
+from launch import runtime
+from vstar_jax import errors
+from vstar_jax.data import dataset as dataset_lib
+from vstar_jax.data import files
+from vstar_jax.data import splits
+from vstar_jax.eval import paired
+from vstar_jax.eval import user_ranks
+
+_REF = flags.DEFINE_string('ref', None, 'Reference results folder (seedK.json '
+                           'with seedK.user_ranks/).', required=True)
+_VARIANTS = flags.DEFINE_list('variants', None, 'Results folders compared '
+                              'with REF.', required=True)
+_OUT = flags.DEFINE_string('out', None, 'Output prefix (OUT.json, OUT.md).',
+                           required=True)
+_TOP = flags.DEFINE_float('top_fraction', 0.1, 'Popular: this top fraction '
+                          'of items by SFT-target count.', lower_bound=0.0,
+                          upper_bound=1.0)
+_TREND = flags.DEFINE_float('trend', 1.5, 'Trending up: share among fresh '
+                            'targets over share among SFT targets above '
+                            'this.', lower_bound=0.0)
+
+GROUPS = ('popular, trending up', 'popular, not trending',
+          'not popular, trending up', 'not popular, not trending')
+METRIC = 'ndcg@10'
+
+
+def item_groups(sft_targets: np.ndarray, fresh_targets: np.ndarray,
+                num_items: int, *, top_fraction: float,
+                trend: float) -> np.ndarray:
+  """[N] index into GROUPS of each item.
+
+  Args:
+    sft_targets: [M_sft] item indices SFT trained on as targets.
+    fresh_targets: [M_fresh] targets of the withheld (fresh) windows.
+    num_items: N.
+    top_fraction: the popular items are the top ceil(N * top_fraction) by
+      SFT-target count (ties at the boundary included), counts > 0 only.
+    trend: an item trends up when (fresh count / M_fresh) over
+      ((SFT count + 1) / (M_sft + N)) exceeds it.
+  """
+  sft = np.bincount(sft_targets, minlength=num_items)
+  fresh = np.bincount(fresh_targets, minlength=num_items)
+  k = max(1, int(np.ceil(num_items * top_fraction)))
+  threshold = max(1, np.sort(sft)[::-1][k - 1])
+  popular = sft >= threshold
+  ratio = (fresh / max(1, len(fresh_targets))) / (
+      (sft + 1) / (len(sft_targets) + num_items))
+  up = ratio > trend
+  return np.where(popular, np.where(up, 0, 1), np.where(up, 2, 3))
+
+
+def contributions(diff: np.ndarray, group: np.ndarray) -> np.ndarray:
+  """[G] each group's summed diff over all M rows (they add to the mean).
+
+  Args:
+    diff: [M] per-row differences.
+    group: [M] group index in [0, len(GROUPS)).
+  """
+  return np.bincount(group, weights=diff, minlength=len(GROUPS)) / len(diff)
+
+
+def _seed_files(folder: str) -> dict[str, str]:
+  return {os.path.basename(p): p
+          for p in glob.glob(os.path.join(folder, 'seed*.json'))
+          if re.fullmatch(r'seed\d+\.json', os.path.basename(p))}
+
+
+def _side(folder: str, names: list[str], split: str
+          ) -> tuple[np.ndarray, np.ndarray]:
+  """([M] per-row METRIC of the folder's last stage, mean over its runs,
+  [M] the rows' target items)."""
+  folders = [user_ranks.folder_of(os.path.join(folder, n)) for n in names]
+  runs = [user_ranks.read(f, paired.last_stage(f, split), split)
+          for f in folders]
+  values, rows = paired.group_metrics(runs, [METRIC], [str(f) for f in folders])
+  return values[:, 0], rows.target
+
+
+def _item_groups_of_run(seed_file: str) -> np.ndarray:
+  """item_groups over the training windows of the run's data."""
+  data = files.read_json_object(seed_file)['config']['data']
+  if not data.get('fresh_windows'):
+    raise errors.ConfigError(f'{seed_file}: config.data.fresh_windows is 0 '
+                             '(no fresh windows to define recency)')
+  # Items and windows only: the SIDs (perhaps built in a run) do not matter.
+  ds = dataset_lib.load_dataset(data['dir'], data['name'])
+  split = splits.leave_one_out_split(ds, max_history=data['max_history'])
+  fresh = splits.fresh_mask(split, data['fresh_windows'])
+  return item_groups(split.train.target[~fresh], split.train.target[fresh],
+                     ds.num_items, top_fraction=_TOP.value, trend=_TREND.value)
+
+
+def _markdown(rows: list[dict]) -> str:
+  header = ['variant', 'split', 'seeds', f'{METRIC} Δ (rel.)'] + [
+      f'{g} (rows)' for g in GROUPS]
+  lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+  for r in rows:
+    lines.append('| ' + ' | '.join(
+        [r['variant'], r['split'], str(len(r['seeds'])),
+         f'{r["diff"]:+.5f} ({100 * r["rel"]:+.1f}%)'] +
+        [f'{c:+.5f} ({s:.3f})' for c, s in zip(r['contribution'],
+                                                r['row_share'])]) + ' |')
+  return '\n'.join(lines) + '\n'
+
+
+def _breakdown():
+  ref_seeds = _seed_files(_REF.value)
+  if not ref_seeds:
+    raise errors.ConfigError(f'--ref={_REF.value}: no seed*.json results')
+  groups = _item_groups_of_run(ref_seeds[sorted(ref_seeds)[0]])
+  rows = []
+  for variant in _VARIANTS.value:
+    names = sorted(set(_seed_files(variant)) & set(ref_seeds))
+    if not names:
+      raise errors.ConfigError(f'--variants: {variant}: no seed*.json '
+                               f'results in common with {_REF.value}')
+    for split in ('valid', 'test'):
+      ref, targets = _side(_REF.value, names, split)
+      values, variant_targets = _side(variant, names, split)
+      if not np.array_equal(targets, variant_targets):
+        raise errors.DataError(f'{variant} and {_REF.value}: different '
+                               f'{split} rows')
+      diff, group = values - ref, groups[targets]
+      rows.append({
+          'variant': os.path.basename(os.path.normpath(variant)),
+          'split': split, 'seeds': names, 'diff': float(diff.mean()),
+          'rel': float(diff.mean() / ref.mean()),
+          'contribution': contributions(diff, group).tolist(),
+          'row_share': (np.bincount(group, minlength=len(GROUPS)) /
+                        len(group)).tolist()})
+  table = _markdown(rows)
+  files.write_files({
+      f'{_OUT.value}.json': files.encode_json(
+          {'ref': _REF.value, 'groups': GROUPS, 'metric': METRIC,
+           'top_fraction': _TOP.value, 'trend': _TREND.value,
+           'rows': rows}, indent=1),
+      f'{_OUT.value}.md': table.encode()})
+  print(table, end='')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  runtime.run_main('gain_breakdown', _breakdown)
+
+
+if __name__ == '__main__':
+  app.run(main)
