@@ -12,7 +12,8 @@ not, crossed with trending up or not: the item's share of the fresh
 windows' targets (RL's prompt pool, each user's latest training
 interactions) over its share of SFT's targets (add-one smoothed) exceeds
 --trend. A group's contribution is its rows' summed difference over all
-rows, so the four add up to the total. Data settings are REF's
+rows, so the four add up to the total; each has its paired 95% bootstrap
+CI over rows (10,000 resamples, seed 0). Data settings are REF's
 (config.data of its seed results), which must withhold fresh windows.
 Writes OUT.json and OUT.md and prints the table.
 """
@@ -76,14 +77,24 @@ def item_groups(sft_targets: np.ndarray, fresh_targets: np.ndarray,
   return np.where(popular, np.where(up, 0, 1), np.where(up, 2, 3))
 
 
-def contributions(diff: np.ndarray, group: np.ndarray) -> np.ndarray:
-  """[G] each group's summed diff over all M rows (they add to the mean).
+def contributions(diff: np.ndarray, group: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Each group's summed diff over all M rows (they add to the mean), with
+  its paired 95% bootstrap CI (eval/paired.py's resamples of the rows).
 
   Args:
     diff: [M] per-row differences.
     group: [M] group index in [0, len(GROUPS)).
+
+  Returns:
+    ([G] contributions, [G] CI low, [G] CI high).
   """
-  return np.bincount(group, weights=diff, minlength=len(GROUPS)) / len(diff)
+  # Row m's contribution to group g's column is diff[m] if m is in g, else 0:
+  # the column means are the contributions.
+  columns = diff[:, None] * (group[:, None] == np.arange(len(GROUPS)))
+  lo, hi = paired.percentile_ci(paired.bootstrap_means(
+      columns, num_resamples=paired.NUM_RESAMPLES, seed=0))
+  return columns.mean(axis=0), lo, hi
 
 
 def _seed_files(folder: str) -> dict[str, str]:
@@ -119,14 +130,14 @@ def _item_groups_of_run(seed_file: str) -> np.ndarray:
 
 def _markdown(rows: list[dict]) -> str:
   header = ['variant', 'split', 'seeds', f'{METRIC} Δ (rel.)'] + [
-      f'{g} (rows)' for g in GROUPS]
+      f'{g} [95% CI] (rows)' for g in GROUPS]
   lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
   for r in rows:
     lines.append('| ' + ' | '.join(
         [r['variant'], r['split'], str(len(r['seeds'])),
          f'{r["diff"]:+.5f} ({100 * r["rel"]:+.1f}%)'] +
-        [f'{c:+.5f} ({s:.3f})' for c, s in zip(r['contribution'],
-                                                r['row_share'])]) + ' |')
+        [f'{c:+.5f} [{lo:+.4f}, {hi:+.4f}] ({s:.3f})' for c, (lo, hi), s
+         in zip(r['contribution'], r['ci'], r['row_share'])]) + ' |')
   return '\n'.join(lines) + '\n'
 
 
@@ -148,11 +159,13 @@ def _breakdown():
         raise errors.DataError(f'{variant} and {_REF.value}: different '
                                f'{split} rows')
       diff, group = values - ref, groups[targets]
+      contribution, lo, hi = contributions(diff, group)
       rows.append({
           'variant': os.path.basename(os.path.normpath(variant)),
           'split': split, 'seeds': names, 'diff': float(diff.mean()),
           'rel': float(diff.mean() / ref.mean()),
-          'contribution': contributions(diff, group).tolist(),
+          'contribution': contribution.tolist(),
+          'ci': np.stack([lo, hi], axis=1).tolist(),
           'row_share': (np.bincount(group, minlength=len(GROUPS)) /
                         len(group)).tolist()})
   table = _markdown(rows)

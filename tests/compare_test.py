@@ -330,9 +330,14 @@ def test_gain_breakdown_groups_and_contributions(tmp_path):
   # 2 / 28 -> 7, up; item 0: popular, no fresh target.
   np.testing.assert_array_equal(groups, [1, 0, 3, 3, 3, 2, 3, 3, 3, 3])
   diff = np.array([0.5, -0.25, 0.25, 0.])
-  contrib = gain_breakdown.contributions(diff, np.array([0, 1, 0, 3]))
+  contrib, lo, hi = gain_breakdown.contributions(diff, np.array([0, 1, 0, 3]))
   np.testing.assert_allclose(contrib, [0.1875, -0.0625, 0., 0.])
   assert contrib.sum() == pytest.approx(diff.mean())
+  # Group 0's CI is the loop reference's CI of its masked column.
+  assert (lo[0], hi[0]) == pytest.approx(_loop_bootstrap_ci(
+      np.array([0.5, 0., 0.25, 0.]), paired.NUM_RESAMPLES, 0, 0.95),
+                                         abs=1e-12)
+  assert lo[2] == hi[2] == 0.
   run = tmp_path / 'seed0.json'
   run.write_text(json.dumps({'config': {'data': {'fresh_windows': 0}}}))
   with pytest.raises(gain_breakdown.errors.ConfigError, match='fresh_windows'):
