@@ -18,7 +18,6 @@ CI over rows (10,000 resamples, seed 0). Data settings are REF's
 Writes OUT.json and OUT.md and prints the table.
 """
 import glob
-import json
 import os
 import re
 
@@ -28,11 +27,13 @@ import numpy as np
 
 from launch import runtime
 from vstar_jax import errors
-from vstar_jax.data import dataset as dataset_lib
 from vstar_jax.data import files
-from vstar_jax.data import splits
+from vstar_jax.eval import gain_breakdown
 from vstar_jax.eval import paired
 from vstar_jax.eval import user_ranks
+
+GROUPS = gain_breakdown.GROUPS
+METRIC = 'ndcg@10'
 
 _REF = flags.DEFINE_string('ref', None, 'Reference results folder (seedK.json '
                            'with seedK.user_ranks/).', required=True)
@@ -46,55 +47,6 @@ _TOP = flags.DEFINE_float('top_fraction', 0.1, 'Popular: this top fraction '
 _TREND = flags.DEFINE_float('trend', 1.5, 'Trending up: share among fresh '
                             'targets over share among SFT targets above '
                             'this.', lower_bound=0.0)
-
-GROUPS = ('popular, trending up', 'popular, not trending',
-          'not popular, trending up', 'not popular, not trending')
-METRIC = 'ndcg@10'
-
-
-def item_groups(sft_targets: np.ndarray, fresh_targets: np.ndarray,
-                num_items: int, *, top_fraction: float,
-                trend: float) -> np.ndarray:
-  """[N] index into GROUPS of each item.
-
-  Args:
-    sft_targets: [M_sft] item indices SFT trained on as targets.
-    fresh_targets: [M_fresh] targets of the withheld (fresh) windows.
-    num_items: N.
-    top_fraction: the popular items are the top ceil(N * top_fraction) by
-      SFT-target count (ties at the boundary included), counts > 0 only.
-    trend: an item trends up when (fresh count / M_fresh) over
-      ((SFT count + 1) / (M_sft + N)) exceeds it.
-  """
-  sft = np.bincount(sft_targets, minlength=num_items)
-  fresh = np.bincount(fresh_targets, minlength=num_items)
-  k = max(1, int(np.ceil(num_items * top_fraction)))
-  threshold = max(1, np.sort(sft)[::-1][k - 1])
-  popular = sft >= threshold
-  ratio = (fresh / max(1, len(fresh_targets))) / (
-      (sft + 1) / (len(sft_targets) + num_items))
-  up = ratio > trend
-  return np.where(popular, np.where(up, 0, 1), np.where(up, 2, 3))
-
-
-def contributions(diff: np.ndarray, group: np.ndarray
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """Each group's summed diff over all M rows (they add to the mean), with
-  its paired 95% bootstrap CI (eval/paired.py's resamples of the rows).
-
-  Args:
-    diff: [M] per-row differences.
-    group: [M] group index in [0, len(GROUPS)).
-
-  Returns:
-    ([G] contributions, [G] CI low, [G] CI high).
-  """
-  # Row m's contribution to group g's column is diff[m] if m is in g, else 0:
-  # the column means are the contributions.
-  columns = diff[:, None] * (group[:, None] == np.arange(len(GROUPS)))
-  lo, hi = paired.percentile_ci(paired.bootstrap_means(
-      columns, num_resamples=paired.NUM_RESAMPLES, seed=0))
-  return columns.mean(axis=0), lo, hi
 
 
 def _seed_files(folder: str) -> dict[str, str]:
@@ -114,20 +66,6 @@ def _side(folder: str, names: list[str], split: str
   return values[:, 0], rows.target
 
 
-def _item_groups_of_run(seed_file: str) -> np.ndarray:
-  """item_groups over the training windows of the run's data."""
-  data = files.read_json_object(seed_file)['config']['data']
-  if not data.get('fresh_windows'):
-    raise errors.ConfigError(f'{seed_file}: config.data.fresh_windows is 0 '
-                             '(no fresh windows to define recency)')
-  # Items and windows only: the SIDs (perhaps built in a run) do not matter.
-  ds = dataset_lib.load_dataset(data['dir'], data['name'])
-  split = splits.leave_one_out_split(ds, max_history=data['max_history'])
-  fresh = splits.fresh_mask(split, data['fresh_windows'])
-  return item_groups(split.train.target[~fresh], split.train.target[fresh],
-                     ds.num_items, top_fraction=_TOP.value, trend=_TREND.value)
-
-
 def _markdown(rows: list[dict]) -> str:
   header = ['variant', 'split', 'seeds', f'{METRIC} Δ (rel.)'] + [
       f'{g} [95% CI] (rows)' for g in GROUPS]
@@ -145,7 +83,9 @@ def _breakdown():
   ref_seeds = _seed_files(_REF.value)
   if not ref_seeds:
     raise errors.ConfigError(f'--ref={_REF.value}: no seed*.json results')
-  groups = _item_groups_of_run(ref_seeds[sorted(ref_seeds)[0]])
+  groups = gain_breakdown.item_groups_of_run(
+      ref_seeds[sorted(ref_seeds)[0]], top_fraction=_TOP.value,
+      trend=_TREND.value)
   rows = []
   for variant in _VARIANTS.value:
     names = sorted(set(_seed_files(variant)) & set(ref_seeds))
@@ -159,7 +99,7 @@ def _breakdown():
         raise errors.DataError(f'{variant} and {_REF.value}: different '
                                f'{split} rows')
       diff, group = values - ref, groups[targets]
-      contribution, lo, hi = contributions(diff, group)
+      contribution, lo, hi = gain_breakdown.contributions(diff, group)
       rows.append({
           'variant': os.path.basename(os.path.normpath(variant)),
           'split': split, 'seeds': names, 'diff': float(diff.mean()),

@@ -11,8 +11,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from vstar_jax import errors
 from vstar_jax.data import files
 from vstar_jax.eval import evaluate
+from vstar_jax.eval import gain_breakdown
 from vstar_jax.eval import paired
 from vstar_jax.eval import user_ranks
 from vstar_jax.train import loop
@@ -319,7 +321,6 @@ def test_stage_deltas_pair_each_later_stage_with_the_first():
 
 
 def test_gain_breakdown_groups_and_contributions(tmp_path):
-  from launch import gain_breakdown  # pylint: disable=g-import-not-at-top
   # 10 items; SFT targets make items 0 and 1 the popular decile (top 1 item
   # plus its tie); the fresh targets are items 1 and 5.
   sft = np.array([0] * 5 + [1] * 5 + [2, 3, 4, 5, 6, 7, 8, 9])
@@ -340,5 +341,5 @@ def test_gain_breakdown_groups_and_contributions(tmp_path):
   assert lo[2] == hi[2] == 0.
   run = tmp_path / 'seed0.json'
   run.write_text(json.dumps({'config': {'data': {'fresh_windows': 0}}}))
-  with pytest.raises(gain_breakdown.errors.ConfigError, match='fresh_windows'):
-    gain_breakdown._item_groups_of_run(str(run))   # pylint: disable=protected-access
+  with pytest.raises(errors.ConfigError, match='fresh_windows'):
+    gain_breakdown.item_groups_of_run(str(run), top_fraction=0.1, trend=1.5)
