@@ -17,9 +17,7 @@ CI over rows (10,000 resamples, seed 0). Data settings are REF's
 (config.data of its seed results), which must withhold fresh windows.
 Writes OUT.json and OUT.md and prints the table.
 """
-import glob
 import os
-import re
 
 from absl import app
 from absl import flags
@@ -50,20 +48,8 @@ _TREND = flags.DEFINE_float('trend', 1.5, 'Trending up: share among fresh '
 
 
 def _seed_files(folder: str) -> dict[str, str]:
-  return {os.path.basename(p): p
-          for p in glob.glob(os.path.join(folder, 'seed*.json'))
-          if re.fullmatch(r'seed\d+\.json', os.path.basename(p))}
-
-
-def _side(folder: str, names: list[str], split: str
-          ) -> tuple[np.ndarray, np.ndarray]:
-  """([M] per-row METRIC of the folder's last stage, mean over its runs,
-  [M] the rows' target items)."""
-  folders = [user_ranks.folder_of(os.path.join(folder, n)) for n in names]
-  runs = [user_ranks.read(f, paired.last_stage(f, split), split)
-          for f in folders]
-  values, rows = paired.group_metrics(runs, [METRIC], [str(f) for f in folders])
-  return values[:, 0], rows.target
+  """{'seedK.json': path} of a results folder."""
+  return {os.path.basename(p): p for p in user_ranks.seed_runs(folder)}
 
 
 def _markdown(rows: list[dict]) -> str:
@@ -93,17 +79,16 @@ def _breakdown():
       raise errors.ConfigError(f'--variants: {variant}: no seed*.json '
                                f'results in common with {_REF.value}')
     for split in ('valid', 'test'):
-      ref, targets = _side(_REF.value, names, split)
-      values, variant_targets = _side(variant, names, split)
-      if not np.array_equal(targets, variant_targets):
-        raise errors.DataError(f'{variant} and {_REF.value}: different '
-                               f'{split} rows')
-      diff, group = values - ref, groups[targets]
+      values, ref, ranks, _, _ = paired.load_sides(paired.Request(
+          tuple(user_ranks.folder_of(os.path.join(variant, n)) for n in names),
+          tuple(user_ranks.folder_of(os.path.join(_REF.value, n))
+                for n in names), split=split), [METRIC])
+      diff, group = values[:, 0] - ref[:, 0], groups[ranks.target]
       contribution, lo, hi = gain_breakdown.contributions(diff, group)
       rows.append({
           'variant': os.path.basename(os.path.normpath(variant)),
           'split': split, 'seeds': names, 'diff': float(diff.mean()),
-          'rel': float(diff.mean() / ref.mean()),
+          'rel': float(diff.mean() / ref[:, 0].mean()),
           'contribution': contribution.tolist(),
           'ci': np.stack([lo, hi], axis=1).tolist(),
           'row_share': (np.bincount(group, minlength=len(GROUPS)) /

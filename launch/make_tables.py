@@ -57,12 +57,6 @@ DELTA_METRIC = 'ndcg@10'
 
 
 
-def _seed_runs(folder: str) -> list[str]:
-  """The folder's run files seedK.json (not seedK.probe_*.json), sorted."""
-  return sorted(p for p in glob.glob(os.path.join(folder, 'seed*.json'))
-                if re.fullmatch(r'seed\d+\.json', os.path.basename(p)))
-
-
 def _stage_metrics(result: dict, stage: str | None):
   stages = list(result['metrics'])
   stage = stage or stages[-1]
@@ -85,7 +79,7 @@ def _excludes_history(runs: list[dict], folder: str) -> bool:
 
 
 def _row(variant_dir: str, stage: str | None):
-  runs = _seed_runs(variant_dir)
+  runs = user_ranks.seed_runs(variant_dir)
   if not runs:
     return None
   loaded = [json.load(open(p)) for p in runs]
@@ -145,7 +139,7 @@ def _delta_cell(cells: _DeltaCells, variant_dir: str, ref_dir: str,
   """
   if os.path.normpath(variant_dir) == os.path.normpath(ref_dir):
     return 'ref.'
-  seeds = [{os.path.basename(p): p for p in _seed_runs(d)}
+  seeds = [{os.path.basename(p): p for p in user_ranks.seed_runs(d)}
            for d in (variant_dir, ref_dir)]
   if not seeds[0] or not seeds[1]:
     return 'n/a'
@@ -175,7 +169,7 @@ def table(results_dir: str, name: str, ref: str | None = None,
   """
   own_cells, cells = cells is None, cells or _DeltaCells()
   base = os.path.join(results_dir, name)
-  dirs = ([base] if _seed_runs(base) else
+  dirs = ([base] if user_ranks.seed_runs(base) else
           sorted(d for d in glob.glob(os.path.join(base, '*'))
                  if os.path.isdir(d)))
   rows = [(d, r) for d, r in ((d, _row(d, None)) for d in dirs)
@@ -240,8 +234,8 @@ def lever_table(results_dir: str, name: str, ref: str,
   base = os.path.join(results_dir, name)
   ref_dir = os.path.normpath(os.path.join(base, ref))
   dirs = sorted(os.path.normpath(d) for d in glob.glob(os.path.join(base, '*'))
-                if _seed_runs(d))
-  if not _seed_runs(ref_dir):
+                if user_ranks.seed_runs(d))
+  if not user_ranks.seed_runs(ref_dir):
     raise ValueError(f'{ref_dir}: no seed*.json results (the vs= reference)')
   dirs = [ref_dir] + [d for d in dirs if d != ref_dir]
   ref_name = os.path.basename(ref_dir)
@@ -251,7 +245,7 @@ def lever_table(results_dir: str, name: str, ref: str,
   header.append('test hr@10')
   lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
   for d in dirs:
-    runs = [json.load(open(p)) for p in _seed_runs(d)]
+    runs = [json.load(open(p)) for p in user_ranks.seed_runs(d)]
     stage = list(runs[0]['metrics'])[-1]
     row = [os.path.basename(d), str(len(runs))]
     for split in ('valid', 'test'):
@@ -302,7 +296,7 @@ def summary_table(results_dir: str, name: str,
   lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
   for row in rows:
     folder = os.path.join(results_dir, row['results'])
-    runs = [json.load(open(p)) for p in _seed_runs(folder)]
+    runs = [json.load(open(p)) for p in user_ranks.seed_runs(folder)]
     if not runs:
       raise ValueError(f'{spec_path}: {folder}: no seed*.json results')
     rule = 'exclude' if _excludes_history(runs, folder) else 'keep'

@@ -229,10 +229,12 @@ class Request:
   split: str = 'test'
 
 
-def _load_sides(request: Request, metrics: Sequence[str]
-                ) -> tuple[np.ndarray, np.ndarray, str, str]:
-  """([M, D] side A, [M, D] side B, stage A, stage B), each side's per-row
-  metrics averaged over its runs."""
+def load_sides(request: Request, metrics: Sequence[str]
+               ) -> tuple[np.ndarray, np.ndarray, user_ranks.UserRanks, str,
+                          str]:
+  """([M, D] side A, [M, D] side B, their rows (side A's first run's ranks),
+  stage A, stage B), each side's per-row metrics averaged over its runs;
+  DataError unless both sides evaluated the same rows."""
   if not request.folders_a or not request.folders_b:
     raise ValueError('each side needs at least one run')
   stages = [request.stage_a or last_stage(request.folders_a[0], request.split),
@@ -244,7 +246,7 @@ def _load_sides(request: Request, metrics: Sequence[str]
   (a, rows_a), (b, rows_b) = sides
   check_same_rows(rows_a, rows_b, str(request.folders_a[0]),
                   str(request.folders_b[0]))
-  return a, b, stages[0], stages[1]
+  return a, b, rows_a, stages[0], stages[1]
 
 
 def compare_many(requests: Sequence[Request], *,
@@ -261,15 +263,16 @@ def compare_many(requests: Sequence[Request], *,
   """
   for m in metrics:
     user_ranks.per_user_metric(np.zeros(0, np.int32), m)  # name check
-  loaded = [_load_sides(r, metrics) for r in requests]
-  deltas = paired_deltas_many([(a, b) for a, b, _, _ in loaded], metrics,
+  loaded = [load_sides(r, metrics) for r in requests]
+  deltas = paired_deltas_many([(a, b) for a, b, _, _, _ in loaded], metrics,
                               num_resamples=num_resamples, seed=seed,
                               level=level)
   return [Comparison(stage_a=stage_a, stage_b=stage_b, split=r.split,
                      runs_a=tuple(map(str, r.folders_a)),
                      runs_b=tuple(map(str, r.folders_b)), deltas=tuple(d),
                      num_resamples=num_resamples, seed=seed, level=level)
-          for r, (_, _, stage_a, stage_b), d in zip(requests, loaded, deltas)]
+          for r, (_, _, _, stage_a, stage_b), d in zip(requests, loaded,
+                                                        deltas)]
 
 
 def compare(folders_a: Sequence, folders_b: Sequence, *,

@@ -20,6 +20,7 @@ split; under the chronological protocol a user may have several.
 import dataclasses
 import io
 import pathlib
+import re
 
 import numpy as np
 
@@ -40,6 +41,13 @@ class UserRanks:
 
   def __len__(self) -> int:
     return int(self.rank.shape[0])
+
+
+def seed_runs(folder: files.PathLike) -> list[str]:
+  """A results folder's run files seedK.json (not seedK.probe_*.json),
+  sorted; each may have its ranks in folder_of(file)."""
+  return sorted(str(p) for p in pathlib.Path(folder).glob('seed*.json')
+                if re.fullmatch(r'seed\d+\.json', p.name))
 
 
 def folder_of(report_path: files.PathLike) -> pathlib.Path:
